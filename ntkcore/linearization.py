@@ -1,0 +1,378 @@
+"""Matrix-free Jacobian products of a trained network (the engine of Eq. 1–3).
+
+A :class:`Linearization` fixes a trained network at its parameters θ and exposes the
+Jacobian J(x) = ∂f(x; θ)/∂θ, of shape (n·o) × p, only through products:
+
+* ``jvp``  — J v, forward-mode (``torch.func.jvp``), batched over vectors with ``vmap``;
+* ``vjp``  — Jᵀ u, reverse-mode (``torch.func.vjp``), batched over cotangents with ``vmap``;
+* ``jacobian``, ``ntk``, ``ntk_diag`` — explicit objects when asked for, chunked over data.
+
+Row index convention: the Jacobian's row for data point i and output a is ``i * o + a``
+(sample-major), so ``ntk(x)`` has entry ``[i*o + a, j*o + b] = J_{ia} · J_{jb}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
+
+from ntkcore.parameters import ParameterFilter, ParameterLayout, select_parameters
+
+__all__ = ["Linearization"]
+
+# Bytes of explicit Jacobian rows materialized at once when no chunk_size is given.
+_DEFAULT_JACOBIAN_BYTES = 256 * 2**20
+
+
+class Linearization:
+    r"""The linearized network f(x; θ') ≈ f(x; θ) + J(x)(θ' − θ) around trained θ (Eq. 1).
+
+    The network is evaluated in eval mode (BatchNorm uses running statistics, Dropout is
+    off): we linearize the deployed function. The module's own ``training`` flags are
+    restored after every call, so wrapping a model never changes it. θ, the remaining
+    parameters and the buffers are snapshot (copied) at construction.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A trained network mapping a batch ``x`` of shape ``(n, *input_shape)`` to outputs
+        of shape ``(n, *output_shape)``; outputs are flattened per sample to ``(n, o)``.
+    params : None, str, iterable of str or callable, optional
+        Which parameters to linearize (the rest stay fixed). ``None``: every parameter
+        that requires grad. See :func:`ntkcore.parameters.select_parameters`; use
+        :func:`ntkcore.parameters.last_layers` for the paper's "top layers".
+    chunk_size : int, optional
+        Data points per chunk. Bounds peak memory of every product: activations for at
+        most ``chunk_size`` points are alive at once. ``None`` processes all points at
+        once for products and picks a chunk of at most 256 MiB of Jacobian rows for the
+        explicit ``jacobian``/``ntk``/``ntk_diag``.
+
+    Attributes
+    ----------
+    layout : ParameterLayout
+        Names, shapes and flat offsets of the linearized parameters.
+    num_params : int
+        p, the number of linearized parameters.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: ParameterFilter = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        names = select_parameters(model, params)
+        named = dict(model.named_parameters())
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.model = model
+        self.chunk_size = chunk_size
+        first = named[names[0]]
+        self.dtype: torch.dtype = first.dtype
+        self.device: torch.device = first.device
+        for n in names:
+            t = named[n]
+            if not t.is_floating_point():
+                raise ValueError(f"parameter {n!r} is not floating point ({t.dtype})")
+            if t.dtype != self.dtype or t.device != self.device:
+                raise ValueError(
+                    f"all linearized parameters must share one dtype and device; {n!r} is "
+                    f"{t.dtype} on {t.device}, {names[0]!r} is {self.dtype} on {self.device}"
+                )
+        self.layout = ParameterLayout(
+            names=tuple(names), shapes=tuple(named[n].shape for n in names)
+        )
+        with torch.no_grad():
+            self._theta: dict[str, Tensor] = {n: named[n].detach().clone() for n in names}
+            fixed = {n: t.detach().clone() for n, t in named.items() if n not in self._theta}
+            fixed.update({n: b.detach().clone() for n, b in model.named_buffers()})
+        self._fixed: dict[str, Tensor] = fixed
+        self._output_dim: int | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_params(self) -> int:
+        """p, the number of linearized parameters (columns of J)."""
+        return self.layout.num_params
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return self.layout.names
+
+    def parameter_vector(self) -> Tensor:
+        """θ as a flat vector of shape (p,)."""
+        return self.layout.flatten(self._theta)
+
+    def flatten(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        """Named tensors ``(*batch, *shape)`` → flat ``(*batch, p)``."""
+        return self.layout.flatten(tensors)
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """Flat ``(*batch, p)`` → named tensors ``(*batch, *shape)``."""
+        return self.layout.unflatten(vector)
+
+    def output_dim(self, x: Tensor) -> int:
+        """o, the number of outputs per data point (evaluates one point if unknown)."""
+        if self._output_dim is None:
+            self(self._prepare_x(x)[:1])
+        assert self._output_dim is not None
+        return self._output_dim
+
+    def __repr__(self) -> str:
+        return (
+            f"Linearization({type(self.model).__name__}, p={self.num_params}, "
+            f"dtype={self.dtype}, device={self.device})"
+        )
+
+    # ------------------------------------------------------------------ internals
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        flags = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            for m, flag in flags:
+                m.training = flag
+
+    def _forward(self, theta: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        # shape: (n, o)
+        out = functional_call(self.model, {**self._fixed, **theta}, (x,))
+        if not isinstance(out, Tensor):
+            raise ValueError(
+                f"the model must return one tensor, got {type(out).__name__}"
+            )
+        if out.dim() == 0 or out.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"the model returned shape {tuple(out.shape)} for an input batch of "
+                f"{x.shape[0]} points; the first output dimension must be the batch"
+            )
+        return out.reshape(out.shape[0], -1)
+
+    def _prepare_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            x = torch.as_tensor(x)
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ValueError(
+                f"x must have a leading batch dimension with at least one point, got shape "
+                f"{tuple(x.shape)}"
+            )
+        if x.is_floating_point() or x.is_complex():
+            x = x.to(device=self.device, dtype=self.dtype)
+            if not torch.isfinite(x).all():
+                raise ValueError("x contains non-finite values (nan or inf)")
+        else:
+            x = x.to(device=self.device)
+        return x
+
+    def _chunks(self, n: int, chunk: int | None) -> list[slice]:
+        c = n if chunk is None else chunk
+        return [slice(i, min(i + c, n)) for i in range(0, n, c)]
+
+    def _jacobian_chunk_size(self, n: int, o: int) -> int:
+        if self.chunk_size is not None:
+            return self.chunk_size
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        per_point = max(1, o * self.num_params * itemsize)
+        return max(1, min(n, _DEFAULT_JACOBIAN_BYTES // per_point))
+
+    def _call_model(self, fn, x: Tensor):
+        """Run ``fn`` (which evaluates the model on x), translating model errors."""
+        with self._eval_mode():
+            try:
+                return fn()
+            except torch.OutOfMemoryError:
+                raise
+            except ValueError:
+                raise
+            except (RuntimeError, TypeError, IndexError) as err:
+                raise ValueError(
+                    f"the model ({type(self.model).__name__}) rejected an input of shape "
+                    f"{tuple(x.shape)} and dtype {x.dtype}: {err}"
+                ) from err
+
+    def _prepare_vectors(self, v: Tensor, what: str, trailing: tuple[int, ...]) -> Tensor:
+        if not isinstance(v, Tensor):
+            v = torch.as_tensor(v)
+        nd = len(trailing)
+        if v.dim() not in (nd, nd + 1) or tuple(v.shape[v.dim() - nd :]) != trailing:
+            expected = f"{trailing} or (k, {', '.join(map(str, trailing))})"
+            raise ValueError(f"{what} must have shape {expected}, got {tuple(v.shape)}")
+        v = v.to(device=self.device, dtype=self.dtype)
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{what} contains non-finite values (nan or inf)")
+        return v
+
+    # ------------------------------------------------------------------ products
+    def __call__(self, x: Tensor) -> Tensor:
+        """f(x; θ), shape (n, o)."""
+        x = self._prepare_x(x)
+        outs = []
+        with torch.no_grad():
+            for s in self._chunks(x.shape[0], self.chunk_size):
+                xc = x[s]
+                outs.append(self._call_model(lambda xc=xc: self._forward(self._theta, xc), xc))
+        out = torch.cat(outs, dim=0)
+        self._output_dim = out.shape[1]
+        return out
+
+    def jvp(self, x: Tensor, v: Tensor) -> Tensor:
+        """Jacobian-vector product J(x) v.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs, shape ``(n, *input_shape)``.
+        v : Tensor
+            Parameter-space vectors, shape ``(p,)`` or ``(k, p)``.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(n, o)``, or ``(k, n, o)`` for a batch of vectors.
+        """
+        x = self._prepare_x(x)
+        v = self._prepare_vectors(v, "v", (self.num_params,))
+        batched = v.dim() == 2
+        tangents = self.layout.unflatten(v)  # each: (k, *shape) or (*shape)
+
+        def single(xc: Tensor, t: Mapping[str, Tensor]) -> Tensor:
+            return jvp(lambda th: self._forward(th, xc), (self._theta,), (t,))[1]
+
+        outs = []
+        for s in self._chunks(x.shape[0], self.chunk_size):
+            xc = x[s]
+            if batched:
+                fn = lambda xc=xc: vmap(lambda t: single(xc, t))(tangents)  # noqa: E731
+            else:
+                fn = lambda xc=xc: single(xc, tangents)  # noqa: E731
+            outs.append(self._call_model(fn, xc).detach())
+        out = torch.cat(outs, dim=-2)
+        self._output_dim = out.shape[-1]
+        return out
+
+    def vjp(self, x: Tensor, u: Tensor) -> Tensor:
+        """Vector-Jacobian product J(x)ᵀ u.
+
+        Parameters
+        ----------
+        x : Tensor
+            Inputs, shape ``(n, *input_shape)``.
+        u : Tensor
+            Output-space vectors, shape ``(n, o)`` or ``(k, n, o)``.
+
+        Returns
+        -------
+        Tensor
+            Shape ``(p,)``, or ``(k, p)`` for a batch.
+        """
+        x = self._prepare_x(x)
+        n = x.shape[0]
+        o = self.output_dim(x)
+        u = self._prepare_vectors(u, "u", (n, o))
+        batched = u.dim() == 3
+        total: Tensor | None = None
+        for s in self._chunks(n, self.chunk_size):
+            xc = x[s]
+            uc = u[..., s, :]
+
+            def fn(xc: Tensor = xc, uc: Tensor = uc) -> Tensor:
+                _, pullback = vjp(lambda th: self._forward(th, xc), self._theta)
+                if batched:
+                    (g,) = vmap(pullback)(uc)
+                else:
+                    (g,) = pullback(uc)
+                return self.layout.flatten(g)
+
+            g = self._call_model(fn, xc).detach()
+            total = g if total is None else total.add_(g)
+        assert total is not None
+        return total
+
+    def ntk_vp(self, x: Tensor, u: Tensor) -> Tensor:
+        """The finite-NTK matrix–vector product J(x) J(x)ᵀ u, shape as ``u``.
+
+        One reverse and one forward product per vector, never forming J.
+        """
+        return self.jvp(x, self.vjp(x, u))
+
+    # ------------------------------------------------------------------ explicit
+    def _jacobian_block(self, xc: Tensor) -> Tensor:
+        # shape: (c, o, p) — per-sample Jacobians, batched over samples with vmap.
+        def per_sample(th: Mapping[str, Tensor], xi: Tensor) -> Tensor:
+            return self._forward(th, xi.unsqueeze(0))[0]
+
+        def fn() -> Tensor:
+            jac = vmap(jacrev(per_sample), in_dims=(None, 0))(self._theta, xc)
+            return self.layout.flatten(jac)
+
+        return self._call_model(fn, xc).detach()
+
+    def _jacobian_blocks(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
+        n = x.shape[0]
+        o = self.output_dim(x)
+        for s in self._chunks(n, self._jacobian_chunk_size(n, o)):
+            yield s, self._jacobian_block(x[s])
+
+    def jacobian(self, x: Tensor) -> Tensor:
+        """The explicit Jacobian, shape (n, o, p), computed in chunks of data points."""
+        x = self._prepare_x(x)
+        return torch.cat([b for _, b in self._jacobian_blocks(x)], dim=0)
+
+    def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
+        """The explicit finite NTK J(x1) J(x2)ᵀ, shape (n1·o, n2·o), sample-major.
+
+        Only chunks of Jacobian rows are alive at a time; the blocks of ``x2`` are kept
+        when they fit in the chunk budget and recomputed otherwise.
+        """
+        x1 = self._prepare_x(x1)
+        o = self.output_dim(x1)
+        symmetric = x2 is None
+        x2 = x1 if symmetric else self._prepare_x(x2)
+        n1, n2 = x1.shape[0], x2.shape[0]
+        out = torch.empty(n1 * o, n2 * o, dtype=self.dtype, device=self.device)
+        chunk = self._jacobian_chunk_size(max(n1, n2), o)
+        cols = self._chunks(n2, chunk)
+        keep = n2 <= chunk * 4
+        cached: dict[int, Tensor] = {}
+        for s1 in self._chunks(n1, chunk):
+            j1 = self._jacobian_block(x1[s1]).reshape(-1, self.num_params)
+            for idx, s2 in enumerate(cols):
+                if symmetric and s2.start < s1.start:
+                    continue  # filled from the transpose below
+                if symmetric and s2 == s1:
+                    j2 = j1
+                elif idx in cached:
+                    j2 = cached[idx]
+                else:
+                    j2 = self._jacobian_block(x2[s2]).reshape(-1, self.num_params)
+                    if keep:
+                        cached[idx] = j2
+                block = j1 @ j2.T
+                r = slice(s1.start * o, s1.stop * o)
+                c = slice(s2.start * o, s2.stop * o)
+                out[r, c] = block
+                if symmetric and s2 != s1:
+                    out[c, r] = block.T
+        return out
+
+    def ntk_diag(self, x: Tensor) -> Tensor:
+        """Exact diagonal of the finite NTK, ``||J_{ia}||²``, shape (n, o).
+
+        Per-sample Jacobians are batched over samples (``vmap`` of ``jacrev``), chunked.
+        """
+        x = self._prepare_x(x)
+        return torch.cat([b.square().sum(-1) for _, b in self._jacobian_blocks(x)], dim=0)
+
+    def ntk_blockdiag(self, x: Tensor) -> Tensor:
+        """Per-sample output blocks J_i J_iᵀ of the finite NTK, shape (n, o, o)."""
+        x = self._prepare_x(x)
+        return torch.cat(
+            [b @ b.transpose(-1, -2) for _, b in self._jacobian_blocks(x)], dim=0
+        )

@@ -1,0 +1,283 @@
+"""Plotly figures for 1-D regression posteriors.
+
+The finite-NTK Gaussian process of Maddox et al. (AISTATS 2021, Eq. 1-3) gives, at test
+inputs ``x*``, a Gaussian latent predictive ``p(f* | y) = N(mean, variance)``. The functions
+here draw such a predictive together with the data it was conditioned on, the network's own
+prediction and, for synthetic tasks, the true target function, in the style of the paper's
+Figure 6 (source points orange, context points purple, posterior blue).
+
+These functions only arrange numbers that are already computed: they accept NumPy arrays,
+torch tensors, pandas Series/single-column DataFrames or sequences, and perform no numerics
+beyond the square root of the variances and sorting by ``x``. Every trace has a stable
+``name`` (the ``TRACE_*`` constants and :func:`band_trace_name`) so that apps and tests can
+find it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+__all__ = [
+    "TRACE_CONTEXT",
+    "TRACE_MEAN",
+    "TRACE_NETWORK",
+    "TRACE_SOURCE",
+    "TRACE_TRUTH",
+    "band_trace_name",
+    "posterior_band_figure",
+]
+
+TRACE_CONTEXT = "context"
+TRACE_SOURCE = "source"
+TRACE_TRUTH = "true function"
+TRACE_MEAN = "posterior mean"
+TRACE_NETWORK = "network"
+
+# Colours follow the paper's Figure 6: posterior blue, context purple, source orange.
+_BLUE = "#1f77b4"
+_BAND = "rgba(31, 119, 180, 0.22)"
+_PURPLE = "#7b2cbf"
+_ORANGE = "#ff7f0e"
+_TRUTH = "#2b2b2b"
+_NETWORK = "#6c757d"
+
+ArrayLike = Any  # numpy array, torch tensor, pandas Series/DataFrame, or a sequence of floats
+Pair = tuple[ArrayLike, ArrayLike] | Sequence[ArrayLike]
+
+
+def band_trace_name(n_std: float = 2.0) -> str:
+    """Name of the credible-band trace for ``n_std`` standard deviations, e.g. ``"±2σ"``."""
+    return f"±{n_std:g}σ"
+
+
+def _to_numpy(value: ArrayLike, name: str) -> np.ndarray:
+    """Convert an array-like to a float64 NumPy array without importing torch or pandas."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor
+        value = value.detach().cpu().numpy()
+    elif hasattr(value, "to_numpy"):  # pandas Series / DataFrame
+        value = value.to_numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be numeric array-like, got {type(value).__name__}") from err
+    return array
+
+
+def _column(value: ArrayLike, name: str, output: int) -> np.ndarray:
+    """Return ``value`` as a 1-D array: (m,) as is, (m, 1) flattened, (m, o) column ``output``."""
+    array = _to_numpy(value, name)
+    if array.ndim == 1:
+        return array
+    if array.ndim == 2:
+        if array.shape[1] == 1:
+            return array[:, 0]
+        if not -array.shape[1] <= output < array.shape[1]:
+            raise ValueError(
+                f"output={output} is out of range for {name} with shape {tuple(array.shape)} "
+                f"({array.shape[1]} outputs)"
+            )
+        return array[:, output]
+    raise ValueError(f"{name} must have shape (m,) or (m, o), got {tuple(array.shape)}")
+
+
+def _inputs(value: ArrayLike, name: str) -> np.ndarray:
+    """Return scalar inputs of shape (m,) from (m,) or (m, 1); reject other shapes."""
+    array = _to_numpy(value, name)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise ValueError(
+            f"{name} must hold scalar inputs of shape (m,) or (m, 1) for a 1-D regression "
+            f"plot, got {tuple(array.shape)}"
+        )
+    return array
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+
+
+def _pair(pair: Pair, name: str, output: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate an ``(x, y)`` pair and return it as two 1-D arrays of equal length."""
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+        raise ValueError(f"{name} must be an (x, y) pair, got {type(pair).__name__}")
+    x = _inputs(pair[0], f"{name} x")
+    y = _column(pair[1], f"{name} y", output)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{name} x and y must have the same length, got {x.shape[0]} and {y.shape[0]}"
+        )
+    _check_finite(x, f"{name} x")
+    _check_finite(y, f"{name} y")
+    return x, y
+
+
+def _sorted_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def posterior_band_figure(
+    x: ArrayLike,
+    mean: ArrayLike,
+    variance: ArrayLike,
+    *,
+    context: Pair | None = None,
+    truth: Pair | None = None,
+    network: Pair | None = None,
+    source: Pair | None = None,
+    n_std: float = 2.0,
+    output: int = 0,
+    title: str | None = None,
+    height: int | None = 460,
+) -> go.Figure:
+    """Draw a 1-D regression posterior: mean, credible band, data and reference curves.
+
+    Parameters
+    ----------
+    x : array-like, shape (m,) or (m, 1)
+        Test inputs at which the predictive was evaluated; need not be sorted.
+    mean, variance : array-like, shape (m,) or (m, o)
+        Latent predictive mean and variance of ``f*`` at ``x`` (e.g. ``pred.mean`` and
+        ``pred.variance`` from ``ntkcore.adapt(...).predict(x)``, Eq. 3 of the paper). For
+        several outputs, column ``output`` is drawn.
+    context : (x, y) pair, optional
+        Target-task observations the posterior was conditioned on (trace ``"context"``).
+    truth : (x, y) pair, optional
+        The true target function on a grid, for synthetic tasks (trace ``"true function"``).
+    network : (x, y) pair, optional
+        The trained network's own prediction ``f(x; θ)`` (dashed trace ``"network"``).
+    source : (x, y) pair, optional
+        Source-task training data (trace ``"source"``).
+    n_std : float, default 2.0
+        Half-width of the band in posterior standard deviations (trace ``band_trace_name``).
+    output : int, default 0
+        Which output column to draw when arrays have shape (m, o).
+    title : str, optional
+        Figure title.
+    height : int or None, default 460
+        Figure height in pixels; ``None`` leaves it to Plotly.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Traces, bottom to top: band, true function, network, posterior mean, source,
+        context. Only the traces whose data is given are present.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree, inputs are not scalar, values are not finite, a variance is
+        negative, or ``n_std`` is not a positive finite number.
+    """
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std must be a positive finite number, got {n_std!r}")
+    xs = _inputs(x, "x")
+    mu = _column(mean, "mean", output)
+    var = _column(variance, "variance", output)
+    if not xs.shape[0] == mu.shape[0] == var.shape[0]:
+        raise ValueError(
+            "x, mean and variance must have the same number of points, got "
+            f"{xs.shape[0]}, {mu.shape[0]} and {var.shape[0]}"
+        )
+    if xs.shape[0] == 0:
+        raise ValueError("x is empty: nothing to plot")
+    for array, name in ((xs, "x"), (mu, "mean"), (var, "variance")):
+        _check_finite(array, name)
+    if np.any(var < 0):
+        raise ValueError(
+            f"variance must be non-negative, got minimum {var.min():.3g} "
+            f"at x = {xs[np.argmin(var)]:.6g}"
+        )
+
+    order = np.argsort(xs, kind="stable")
+    xs, mu, std = xs[order], mu[order], np.sqrt(var[order])
+    upper, lower = mu + n_std * std, mu - n_std * std
+
+    fig = go.Figure()
+    # One closed polygon (upper edge left to right, lower edge back) filled to itself.
+    fig.add_trace(
+        go.Scatter(
+            x=np.concatenate([xs, xs[::-1]]),
+            y=np.concatenate([upper, lower[::-1]]),
+            name=band_trace_name(n_std),
+            mode="lines",
+            fill="toself",
+            fillcolor=_BAND,
+            line={"width": 0},
+            hoverinfo="skip",
+        )
+    )
+    if truth is not None:
+        tx, ty = _sorted_pair(*_pair(truth, "truth", output))
+        fig.add_trace(
+            go.Scatter(
+                x=tx,
+                y=ty,
+                name=TRACE_TRUTH,
+                mode="lines",
+                line={"color": _TRUTH, "width": 1.5, "dash": "dot"},
+            )
+        )
+    if network is not None:
+        nx, ny = _sorted_pair(*_pair(network, "network", output))
+        fig.add_trace(
+            go.Scatter(
+                x=nx,
+                y=ny,
+                name=TRACE_NETWORK,
+                mode="lines",
+                line={"color": _NETWORK, "width": 2, "dash": "dash"},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=mu,
+            name=TRACE_MEAN,
+            mode="lines",
+            line={"color": _BLUE, "width": 2.5},
+            customdata=std,
+            hovertemplate="x = %{x:.3f}<br>mean = %{y:.3f}<br>σ = %{customdata:.3f}"
+            "<extra>posterior</extra>",
+        )
+    )
+    if source is not None:
+        sx, sy = _pair(source, "source", output)
+        fig.add_trace(
+            go.Scatter(
+                x=sx,
+                y=sy,
+                name=TRACE_SOURCE,
+                mode="markers",
+                marker={"color": _ORANGE, "size": 5, "opacity": 0.55},
+            )
+        )
+    if context is not None:
+        cx, cy = _pair(context, "context", output)
+        fig.add_trace(
+            go.Scatter(
+                x=cx,
+                y=cy,
+                name=TRACE_CONTEXT,
+                mode="markers",
+                marker={"color": _PURPLE, "size": 9, "line": {"color": "white", "width": 1}},
+            )
+        )
+
+    fig.update_layout(
+        title=title,
+        height=height,
+        xaxis_title="x",
+        yaxis_title="y",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+        hovermode="closest",
+    )
+    return fig
