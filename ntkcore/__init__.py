@@ -5,10 +5,15 @@ Finite-NTK Gaussian processes after Maddox, Tang, Moreno, Wilson and Damianou,
 """
 
 from ntkcore.linearization import Linearization
+from ntkcore.posterior import Posterior, Prediction, adapt, choose_strategy
 from ntkcore.parameters import ParameterLayout, last_layers, select_parameters
 
 __all__ = [
     "Linearization",
+    "Posterior",
+    "Prediction",
+    "adapt",
+    "choose_strategy",
     "ParameterLayout",
     "last_layers",
     "select_parameters",

@@ -314,7 +314,13 @@ class Linearization:
 
         return self._call_model(fn, xc).detach()
 
-    def _jacobian_blocks(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
+    def jacobian_blocks(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
+        """Yield ``(rows, block)`` with per-sample Jacobians ``block`` of shape (c, o, p).
+
+        ``rows`` is the slice of data points the block covers. Peak memory is one block
+        (``chunk_size`` points, or at most 256 MiB of rows when ``chunk_size`` is None).
+        """
+        x = self._prepare_x(x)
         n = x.shape[0]
         o = self.output_dim(x)
         for s in self._chunks(n, self._jacobian_chunk_size(n, o)):
@@ -323,7 +329,7 @@ class Linearization:
     def jacobian(self, x: Tensor) -> Tensor:
         """The explicit Jacobian, shape (n, o, p), computed in chunks of data points."""
         x = self._prepare_x(x)
-        return torch.cat([b for _, b in self._jacobian_blocks(x)], dim=0)
+        return torch.cat([b for _, b in self.jacobian_blocks(x)], dim=0)
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         """The explicit finite NTK J(x1) J(x2)ᵀ, shape (n1·o, n2·o), sample-major.
@@ -368,11 +374,11 @@ class Linearization:
         Per-sample Jacobians are batched over samples (``vmap`` of ``jacrev``), chunked.
         """
         x = self._prepare_x(x)
-        return torch.cat([b.square().sum(-1) for _, b in self._jacobian_blocks(x)], dim=0)
+        return torch.cat([b.square().sum(-1) for _, b in self.jacobian_blocks(x)], dim=0)
 
     def ntk_blockdiag(self, x: Tensor) -> Tensor:
         """Per-sample output blocks J_i J_iᵀ of the finite NTK, shape (n, o, o)."""
         x = self._prepare_x(x)
         return torch.cat(
-            [b @ b.transpose(-1, -2) for _, b in self._jacobian_blocks(x)], dim=0
+            [b @ b.transpose(-1, -2) for _, b in self.jacobian_blocks(x)], dim=0
         )

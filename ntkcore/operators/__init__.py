@@ -1,0 +1,7 @@
+"""Matrices of the linearized network as ``linear_operator`` LinearOperators."""
+
+from ntkcore.operators.gauss_newton_operator import GaussNewtonLinearOperator
+from ntkcore.operators.jacobian_operator import JacobianLinearOperator
+from ntkcore.operators.ntk_operator import NTKLinearOperator
+
+__all__ = ["GaussNewtonLinearOperator", "JacobianLinearOperator", "NTKLinearOperator"]

@@ -1,0 +1,525 @@
+"""Closed-form adaptation: the finite-NTK Gaussian-process posterior (Eq. 1–3).
+
+Model (Section 3 of the paper, with a prior scale s²)::
+
+    g(x) = m(x) + J(x) w,   w ~ N(0, s² I_p),   y = g(x) + ε,   ε ~ N(0, σ² I)
+
+with m(x) = f(x; θ) (``mean="network"``, the linearized network) or m(x) = 0
+(``mean="zero"``, the finite NTK). Write N = n·o, r = y − m(X), c = σ²/s².
+The posterior over w has mean and covariance
+
+    w̄ = (JᵀJ + c I_p)⁻¹ Jᵀ r = Jᵀ (J Jᵀ + c I_N)⁻¹ r          (Eq. 2 ↔ Eq. 3)
+    Σ = s² (I − Jᵀ (J Jᵀ + c I_N)⁻¹ J) = σ² (JᵀJ + c I_p)⁻¹,
+
+so the latent predictive at x* is mean m(x*) + J* w̄ and variance diag(J* Σ J*ᵀ).
+Every strategy computes w̄ and a factor of Σ; prediction is shared.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ntkcore.linearization import Linearization
+from ntkcore.solvers.cg import conjugate_gradients
+from ntkcore.solvers.nystrom import NystromApproximation, NystromPreconditioner
+from ntkcore.solvers.slq import logdet_slq
+from ntkcore.spectral import SpectralGram
+
+__all__ = ["Posterior", "Prediction", "adapt", "choose_strategy", "as_linearization"]
+
+STRATEGIES = ("auto", "dense", "function", "parameter")
+MEANS = ("network", "zero")
+_F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Latent predictive distribution p(f* | y) at test inputs (noise not added).
+
+    Attributes
+    ----------
+    mean : Tensor
+        Shape (m, o).
+    variance : Tensor or None
+        Shape (m, o), non-negative; None when variances were not requested.
+    """
+
+    mean: Tensor
+    variance: Tensor | None
+
+    @property
+    def stddev(self) -> Tensor:
+        if self.variance is None:
+            raise ValueError("this prediction was made with variance=False")
+        return self.variance.sqrt()
+
+    def confidence_region(self, num_std: float = 2.0) -> tuple[Tensor, Tensor]:
+        """(lower, upper) = mean ∓ num_std·stddev."""
+        sd = self.stddev
+        return self.mean - num_std * sd, self.mean + num_std * sd
+
+
+def as_linearization(model_or_lin: nn.Module | Linearization, **kw: Any) -> Linearization:
+    """Wrap a module in a :class:`Linearization` (a Linearization passes through)."""
+    if isinstance(model_or_lin, Linearization):
+        if kw:
+            raise ValueError(
+                f"options {sorted(kw)} apply when wrapping a module; this is already a "
+                "Linearization"
+            )
+        return model_or_lin
+    if isinstance(model_or_lin, nn.Module):
+        return Linearization(model_or_lin, **kw)
+    raise ValueError(
+        f"expected a torch.nn.Module or a Linearization, got {type(model_or_lin).__name__}"
+    )
+
+
+def _available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def choose_strategy(
+    num_observations: int,
+    num_params: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    available_memory: int | None = None,
+    max_dense: int = 4000,
+) -> tuple[str, str]:
+    """Pick an inference strategy from a cost model; return ``(strategy, reason)``.
+
+    * ``dense`` when the explicit Jacobian (N × p) and the smaller Gram matrix
+      (min(N, p)²) fit in a quarter of the available memory and min(N, p) <= ``max_dense``
+      (an O(min(N,p)³) eigendecomposition of at most a few seconds);
+    * otherwise matrix-free CG in the smaller space: ``function`` when N = n·o <= p
+      (the usual over-parameterized case, Eq. 3), ``parameter`` when p < N (Eq. 2).
+    """
+    n_obs, p = int(num_observations), int(num_params)
+    device = torch.device(device)
+    mem = _available_memory(device) if available_memory is None else int(available_memory)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    small = min(n_obs, p)
+    # explicit Jacobian in model dtype and as float64, Gram matrix and eigenvectors
+    dense_bytes = n_obs * p * (itemsize + 2 * 8) + 2 * small * small * 8
+    if small <= max_dense and dense_bytes <= mem // 4:
+        return "dense", (
+            f"explicit Jacobian n·o×p = {n_obs}×{p} ({dense_bytes / 2**20:.0f} MiB) fits in "
+            f"memory and min(n·o, p) = {small} <= {max_dense}: exact eigendecomposition"
+        )
+    why = (
+        f"explicit Jacobian ({dense_bytes / 2**20:.0f} MiB) exceeds a quarter of available "
+        f"memory ({mem / 2**20:.0f} MiB)"
+        if dense_bytes > mem // 4
+        else f"min(n·o, p) = {small} > {max_dense}"
+    )
+    if n_obs <= p:
+        return "function", f"{why}; n·o = {n_obs} <= p = {p}: CG in function space (Eq. 3)"
+    return "parameter", f"{why}; p = {p} < n·o = {n_obs}: CG in weight space (Eq. 2)"
+
+
+@dataclass
+class Posterior:
+    r"""The adapted finite-NTK GP. Create it with :func:`adapt`.
+
+    Attributes
+    ----------
+    linearization : Linearization
+    mean_type : str
+        ``"network"`` or ``"zero"``.
+    noise_variance, prior_variance : float
+        σ² and s².
+    weights : Tensor
+        w̄, the posterior mean of the linear weights, shape (p,) (float64).
+    diagnostics : dict
+        ``strategy``, ``reason``, ``iterations``, ``residual`` (max true relative residual),
+        ``residuals``, ``converged``, ``tolerance``, ``seconds``, ``variance_rank``,
+        ``exact_variance`` and more.
+    """
+
+    linearization: Linearization
+    mean_type: str
+    noise_variance: float
+    prior_variance: float
+    weights: Tensor
+    diagnostics: dict[str, Any]
+    # Posterior covariance factor: with form "subtract", var = s²(||J*||² − ||F J*ᵀ||²);
+    # with form "direct", var = s² ||F J*ᵀ||².
+    _factor: Tensor = field(repr=False)
+    _factor_form: str = field(repr=False)
+    _lml: Callable[[], tuple[float, float]] = field(repr=False)
+    _lml_cache: tuple[float, float] | None = field(default=None, repr=False)
+
+    @property
+    def strategy(self) -> str:
+        return str(self.diagnostics["strategy"])
+
+    def predict(self, x: Tensor, *, variance: bool = True) -> Prediction:
+        """Latent predictive mean and variance at ``x`` (Eq. 3), each of shape (m, o).
+
+        Variances come from per-sample Jacobians of the test points (batched with
+        ``vmap``, chunked by the linearization's ``chunk_size``) and the cached
+        covariance factor: no linear solve per test point.
+        """
+        lin = self.linearization
+        x = lin._prepare_x(x)
+        prior_mean = lin(x) if self.mean_type == "network" else None
+        w = self.weights
+        if not variance:
+            mean = lin.jvp(x, w.to(lin.dtype)).to(_F64)
+        else:
+            means, variances = [], []
+            factor = self._factor
+            for _, block in lin.jacobian_blocks(x):
+                c, o, p = block.shape
+                b = block.reshape(c * o, p).to(_F64)
+                means.append((b @ w).reshape(c, o))
+                proj = (b @ factor.mT).square().sum(-1)
+                if self._factor_form == "subtract":
+                    v = b.square().sum(-1) - proj
+                else:
+                    v = proj
+                variances.append((self.prior_variance * v).clamp_min(0.0).reshape(c, o))
+            mean = torch.cat(means, 0)
+        out_mean = mean if prior_mean is None else mean + prior_mean.to(_F64)
+        out_var = torch.cat(variances, 0) if variance else None
+        dtype = lin.dtype
+        return Prediction(
+            mean=out_mean.to(dtype), variance=None if out_var is None else out_var.to(dtype)
+        )
+
+    def log_marginal_likelihood(self) -> float:
+        """log p(y | X, σ², s²) of the finite-NTK GP.
+
+        Exact for ``dense``; for matrix-free strategies the quadratic form comes from the
+        CG solve and the log-determinant from stochastic Lanczos quadrature on the
+        Nyström-preconditioned system (its standard error is stored in
+        ``diagnostics["lml_standard_error"]``).
+        """
+        if self._lml_cache is None:
+            self._lml_cache = self._lml()
+            self.diagnostics["lml_standard_error"] = self._lml_cache[1]
+        return self._lml_cache[0]
+
+
+# --------------------------------------------------------------------------- helpers
+def _validate_scalar(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _validate_targets(lin: Linearization, x: Tensor, y: Tensor) -> Tensor:
+    if not isinstance(y, Tensor):
+        y = torch.as_tensor(y)
+    n = x.shape[0]
+    o = lin.output_dim(x)
+    if y.dim() == 1:
+        if o != 1:
+            raise ValueError(
+                f"y has shape {tuple(y.shape)} but the model has o={o} outputs; pass y of "
+                f"shape ({n}, {o})"
+            )
+        y = y.unsqueeze(-1)
+    if y.dim() != 2 or y.shape != (n, o):
+        raise ValueError(f"y must have shape ({n},) or ({n}, {o}), got {tuple(y.shape)}")
+    y = y.to(device=lin.device, dtype=lin.dtype)
+    if not torch.isfinite(y).all():
+        raise ValueError("y contains non-finite values (nan or inf)")
+    return y
+
+
+def _lml_gaussian(quad: float, logdet: float, n_obs: int) -> float:
+    return -0.5 * quad - 0.5 * logdet - 0.5 * n_obs * math.log(2 * math.pi)
+
+
+# --------------------------------------------------------------------------- strategies
+def _fit_dense(
+    lin: Linearization, x: Tensor, resid: Tensor, s2: float, sigma2: float
+) -> tuple[Tensor, Tensor, str, SpectralGram, dict[str, Any]]:
+    """Exact posterior from the explicit Jacobian and an eigendecomposition."""
+    c = sigma2 / s2
+    jac = lin.jacobian(x).reshape(-1, lin.num_params).to(_F64)  # shape: (N, p)
+    r = resid.reshape(-1).to(_F64)
+    n_obs, p = jac.shape
+    if n_obs <= p:
+        # Function space (Eq. 3): K = J Jᵀ = Q Λ Qᵀ.
+        lam, q = torch.linalg.eigh(jac @ jac.mT)
+        lam = lam.clamp_min(0.0)
+        coef = q.mT @ r
+        weights = jac.mT @ (q @ (coef / (lam + c)))
+        # Σ = s² (I − Jᵀ Q (Λ + c)⁻¹ Qᵀ J): factor F = (Λ + c)^{-1/2} Qᵀ J.
+        factor = (q.mT @ jac) / (lam + c).sqrt().unsqueeze(-1)
+        spectral = SpectralGram(lam, coef, float(r @ r), n_obs, "function")
+        return weights, factor, "subtract", spectral, {"space": "function"}
+    # Weight space (Eq. 2): JᵀJ = V Λ Vᵀ, Σ = σ² V (Λ + c)⁻¹ Vᵀ = s² Fᵀ F.
+    lam, v = torch.linalg.eigh(jac.mT @ jac)
+    lam = lam.clamp_min(0.0)
+    g = v.mT @ (jac.mT @ r)
+    weights = v @ (g / (lam + c))
+    factor = (math.sqrt(c) / (lam + c).sqrt()).unsqueeze(-1) * v.mT
+    spectral = SpectralGram(lam, g, float(r @ r), n_obs, "parameter")
+    return weights, factor, "direct", spectral, {"space": "parameter"}
+
+
+def _fit_iterative(
+    lin: Linearization,
+    x: Tensor,
+    resid: Tensor,
+    s2: float,
+    sigma2: float,
+    *,
+    space: str,
+    tol: float,
+    max_iter: int,
+    rank: int,
+    seed: int,
+) -> tuple[Tensor, Tensor, Callable[[], tuple[float, float]], dict[str, Any]]:
+    """Matrix-free posterior: Nyström-preconditioned CG in function or weight space."""
+    c = sigma2 / s2
+    n, o = resid.shape
+    n_obs, p = n * o, lin.num_params
+    dtype = lin.dtype
+
+    def jvp_cols(v: Tensor) -> Tensor:  # (p, k) -> (N, k)
+        return lin.jvp(x, v.mT).reshape(v.shape[-1], -1).mT
+
+    def vjp_cols(u: Tensor) -> Tensor:  # (N, k) -> (p, k)
+        return lin.vjp(x, u.mT.reshape(u.shape[-1], n, o)).mT
+
+    if space == "function":
+        dim = n_obs
+
+        def gram(v: Tensor) -> Tensor:  # J Jᵀ v
+            return jvp_cols(vjp_cols(v))
+
+        rhs = resid.reshape(-1, 1)
+    else:
+        dim = p
+
+        def gram(v: Tensor) -> Tensor:  # Jᵀ J v
+            return vjp_cols(jvp_cols(v))
+
+        rhs = vjp_cols(resid.reshape(-1, 1))
+
+    def system(v: Tensor) -> Tensor:
+        return gram(v) + c * v
+
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    nystrom = NystromApproximation(
+        gram, dim, rank, dtype=dtype, device=lin.device, generator=gen
+    )
+    precond = NystromPreconditioner(nystrom, c)
+    t_sketch = time.perf_counter() - t0
+    z, info = conjugate_gradients(
+        system,
+        rhs,
+        preconditioner=precond.solve,
+        tol=tol,
+        max_iter=max_iter,
+        what=f"{space}-space system (JJᵀ + cI)" if space == "function" else "weight-space system",
+    )
+    if space == "function":
+        weights = vjp_cols(z).reshape(-1).to(_F64)
+        basis = nystrom.eigenvectors  # shape: (N, r), orthonormal
+    else:
+        weights = z.reshape(-1).to(_F64)
+        # Function-space basis spanning J V (V: top eigenvectors of JᵀJ).
+        jv = jvp_cols(nystrom.eigenvectors.to(dtype)).to(_F64)  # shape: (N, r)
+        basis, _ = torch.linalg.qr(jv)
+    # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
+    # below is an upper bound that is exact when U spans range(J).
+    w_rows = vjp_cols(basis.to(dtype)).mT.to(_F64)  # shape: (r, p) = UᵀJ
+    core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=lin.device)
+    chol = torch.linalg.cholesky(core)
+    factor = torch.linalg.solve_triangular(chol, w_rows, upper=False)  # shape: (r, p)
+    exact_variance = basis.shape[1] >= min(n_obs, p)
+
+    r64 = resid.reshape(-1).to(_F64)
+    rhs64, z64 = rhs.reshape(-1).to(_F64), z.reshape(-1).to(_F64)
+    if space == "function":
+        quad = float(r64 @ z64) / s2  # rᵀ K̂⁻¹ r with K̂ = s²(JJᵀ + cI), z = (JJᵀ + cI)⁻¹ r
+    else:
+        quad = (float(r64 @ r64) - float(rhs64 @ z64)) / sigma2
+
+    def lml() -> tuple[float, float]:
+        # log|s² JJᵀ + σ² I_N| = N log s² + log|G + cI_d| (+ (N − p) log c in weight space)
+        est, se = logdet_slq(
+            lambda v: precond.inv_sqrt(system(precond.inv_sqrt(v))),
+            dim,
+            dtype=dtype,
+            device=lin.device,
+            generator=torch.Generator().manual_seed(seed + 1),
+        )
+        logdet = n_obs * math.log(s2) + precond.logdet() + est
+        if space == "parameter":
+            logdet += (n_obs - p) * math.log(c)
+        return _lml_gaussian(quad, logdet, n_obs), 0.5 * se
+
+    extra = {
+        "space": space,
+        "iterations": info.iterations,
+        "residual": info.max_residual,
+        "residuals": info.residuals.tolist(),
+        "converged": info.converged,
+        "tolerance": tol,
+        "preconditioner": f"Nyström rank {nystrom.rank}",
+        "preconditioner_rank": nystrom.rank,
+        "preconditioner_seconds": t_sketch,
+        "variance_rank": int(basis.shape[1]),
+        "exact_variance": exact_variance,
+    }
+    return weights, factor, lml, extra
+
+
+# --------------------------------------------------------------------------- adapt
+def adapt(
+    model_or_lin: nn.Module | Linearization,
+    x: Tensor,
+    y: Tensor,
+    *,
+    noise_variance: float,
+    prior_variance: float = 1.0,
+    mean: str = "network",
+    strategy: str = "auto",
+    tol: float | None = None,
+    max_iter: int = 1000,
+    rank: int = 256,
+    seed: int = 0,
+) -> Posterior:
+    r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
+
+    Parameters
+    ----------
+    model_or_lin : nn.Module or Linearization
+        The network trained on the source task (wrapped at its current θ), or a
+        :class:`Linearization` of it.
+    x : Tensor
+        Target inputs, shape (n, *input_shape).
+    y : Tensor
+        Target outputs, shape (n,) for one output or (n, o).
+    noise_variance : float
+        σ², the observation noise variance.
+    prior_variance : float
+        s², the prior variance of the linearized weights (the paper uses 1).
+    mean : {"network", "zero"}
+        Prior mean m(x): the trained network f(x; θ) (the linearized NN of Eq. 1) or 0
+        (the finite NTK).
+    strategy : {"auto", "dense", "function", "parameter"}
+        ``dense``: explicit Jacobian and eigendecomposition (exact). ``function``:
+        CG on (J Jᵀ + (σ²/s²) I) of size n·o with Jacobian products only (Eq. 3).
+        ``parameter``: CG on (JᵀJ + (σ²/s²) I_p) in weight space (Eq. 2). ``auto``:
+        :func:`choose_strategy` decides and records why in ``diagnostics["reason"]``.
+    tol : float, optional
+        Relative residual target of CG; default 1e-8 in float64 and 1e-4 otherwise.
+    max_iter : int
+        CG iteration cap. Not reaching ``tol`` warns and sets ``diagnostics["converged"]``.
+    rank : int
+        Rank of the Nyström sketch used both to precondition CG and as the basis of the
+        cached predictive-variance factor (exact when rank >= min(n·o, p)).
+    seed : int
+        Seed of the random sketch and probes.
+
+    Returns
+    -------
+    Posterior
+    """
+    if mean not in MEANS:
+        raise ValueError(f"mean must be one of {MEANS}, got {mean!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    sigma2 = _validate_scalar("noise_variance", noise_variance)
+    s2 = _validate_scalar("prior_variance", prior_variance)
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    lin = as_linearization(model_or_lin)
+    if tol is None:
+        tol = 1e-8 if lin.dtype == torch.float64 else 1e-4
+    tol = _validate_scalar("tol", tol)
+
+    t0 = time.perf_counter()
+    x = lin._prepare_x(x)
+    y = _validate_targets(lin, x, y)
+    n, o = y.shape
+    resid = y - lin(x) if mean == "network" else y
+    n_obs, p = n * o, lin.num_params
+
+    if strategy == "auto":
+        chosen, reason = choose_strategy(n_obs, p, dtype=lin.dtype, device=lin.device)
+    else:
+        chosen, reason = strategy, "requested"
+    diagnostics: dict[str, Any] = {
+        "strategy": chosen,
+        "reason": reason,
+        "n": n,
+        "outputs": o,
+        "num_params": p,
+        "dtype": str(lin.dtype).replace("torch.", ""),
+        "device": str(lin.device),
+    }
+    if chosen == "dense":
+        weights, factor, form, spectral, extra = _fit_dense(lin, x, resid, s2, sigma2)
+
+        def lml() -> tuple[float, float]:
+            val = spectral.log_marginal_likelihood(
+                torch.tensor(sigma2, dtype=_F64), torch.tensor(s2, dtype=_F64)
+            )
+            return float(val), 0.0
+
+        extra.update(
+            iterations=0,
+            residual=0.0,
+            residuals=[0.0],
+            converged=True,
+            tolerance=0.0,
+            variance_rank=int(factor.shape[0]),
+            exact_variance=True,
+        )
+    else:
+        weights, factor, lml, extra = _fit_iterative(
+            lin, x, resid, s2, sigma2, space=chosen, tol=tol, max_iter=max_iter,
+            rank=rank, seed=seed,
+        )
+        form = "subtract"
+    diagnostics.update(extra)
+    diagnostics["seconds"] = time.perf_counter() - t0
+    return Posterior(
+        linearization=lin,
+        mean_type=mean,
+        noise_variance=sigma2,
+        prior_variance=s2,
+        weights=weights,
+        diagnostics=diagnostics,
+        _factor=factor,
+        _factor_form=form,
+        _lml=lml,
+    )

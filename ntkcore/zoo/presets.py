@@ -1,0 +1,149 @@
+"""The pretrained source models the app offers, defined in one place.
+
+``python -m ntkcore.zoo build --preset workshop`` trains every entry of a preset group ahead
+of time; the app calls :meth:`Preset.load` and trains on first use if the cache is cold.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import nn
+
+from ntkcore.zoo.pretrained import PretrainedEntry, TaskLike, fetch
+
+__all__ = ["PRESETS", "Preset", "preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pretrained source model.
+
+    Attributes
+    ----------
+    id : str
+        Unique identifier (``"<dataset>-<arch>"``).
+    arch, dataset : str
+        Zoo architecture and ``ntkcore.data`` dataset names.
+    description : str
+        One line for menus and ``--list``.
+    hyper : Mapping
+        Architecture keywords and training hyperparameters passed to
+        :func:`ntkcore.zoo.pretrained`.
+    data_kw : Mapping
+        Keywords for ``ntkcore.data.load``.
+    seed : int
+        Training seed.
+    """
+
+    id: str
+    arch: str
+    dataset: str
+    description: str
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    data_kw: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def fetch(
+        self,
+        *,
+        task: TaskLike | None = None,
+        progress: Callable[[float], None] | None = None,
+        device: torch.device | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        retrain: bool = False,
+    ) -> PretrainedEntry:
+        """The pretrained entry (model and provenance); trains and caches on first use."""
+        return fetch(self.arch, self.dataset, self.seed, task=task, data_kw=dict(self.data_kw),
+                     progress=progress, device=device, cache_dir=cache_dir, retrain=retrain,
+                     **self.hyper)
+
+    def load(
+        self,
+        *,
+        task: TaskLike | None = None,
+        progress: Callable[[float], None] | None = None,
+        device: torch.device | str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> nn.Module:
+        """The trained network in eval mode (see :meth:`fetch`)."""
+        return self.fetch(task=task, progress=progress, device=device, cache_dir=cache_dir).model
+
+
+def _frozen(**kw: Any) -> Mapping[str, Any]:
+    return MappingProxyType(kw)
+
+
+_WORKSHOP = (
+    Preset(
+        "sinusoids-mlp",
+        "mlp",
+        "sinusoids",
+        "Three-layer tanh MLP (40 units) trained on one sinusoid task: the Adapt page's source",
+        _frozen(width=40, depth=3, activation="tanh", epochs=1500, lr=1e-2),
+    ),
+    Preset(
+        "linear-to-sine-mlp",
+        "mlp",
+        "linear-to-sine",
+        "Three-layer tanh MLP (40 units) trained on linear functions, adapted to sinusoids",
+        _frozen(width=40, depth=3, activation="tanh", epochs=1500, lr=1e-2),
+    ),
+    Preset(
+        "toy-gap-mlp",
+        "mlp",
+        "toy-gap",
+        "One-hidden-layer ReLU MLP (512 units) on the 1-D data with a gap (Figure 3)",
+        _frozen(width=512, depth=1, activation="relu", epochs=1500, lr=1e-2),
+    ),
+    Preset(
+        "spatial-hetero-mlp",
+        "hetero-mlp",
+        "spatial",
+        "Heteroscedastic three-layer tanh MLP (64 units) on the earlier spatial map",
+        _frozen(width=64, depth=3, activation="tanh", epochs=2000, lr=5e-3),
+    ),
+    Preset(
+        "faces-rotation-lenet3",
+        "lenet3",
+        "faces-rotation",
+        "LeNet on 45x45 rotated faces (20 identities): standardized rotation angle",
+        _frozen(in_size=45, epochs=60, lr=1e-3, batch_size=64),
+    ),
+    Preset(
+        "mnist-lenet3",
+        "lenet3",
+        "mnist",
+        "LeNet classifier on MNIST digits (28x28)",
+        _frozen(in_size=28, epochs=10, lr=1e-3, batch_size=128),
+    ),
+    Preset(
+        "fashion-mnist-lenet3",
+        "lenet3",
+        "fashion-mnist",
+        "LeNet classifier on Fashion-MNIST (28x28)",
+        _frozen(in_size=28, epochs=10, lr=1e-3, batch_size=128),
+    ),
+)
+
+#: Preset groups: name -> entries.  ``workshop`` is what the app offers on a laptop CPU.
+PRESETS: Mapping[str, tuple[Preset, ...]] = MappingProxyType({"workshop": _WORKSHOP})
+
+
+def preset(preset_id: str) -> Preset:
+    """The preset with identifier ``preset_id`` (searched across all groups).
+
+    Raises
+    ------
+    ValueError
+        If there is no such preset; the message lists the identifiers.
+    """
+    entries = {p.id: p for group in PRESETS.values() for p in group}
+    if preset_id not in entries:
+        raise ValueError(f"unknown preset {preset_id!r}; available: {sorted(entries)}")
+    return entries[preset_id]
