@@ -83,14 +83,14 @@ def _freeze(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_npz(folder: str, name: str) -> dict[str, np.ndarray]:
     del folder  # part of the cache key only: a different $NTKCORE_DATASETS is a different file
     with np.load(io.BytesIO(_read_verified(name)), allow_pickle=False) as archive:
         return {key: _freeze(archive[key]) for key in archive.files}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_csv(folder: str, name: str) -> pd.DataFrame:
     del folder
     frame = pd.read_csv(io.BytesIO(_read_verified(name)), compression="gzip")
