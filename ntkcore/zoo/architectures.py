@@ -157,7 +157,7 @@ class HeteroscedasticMLP(MLP):
         self.num_targets = out_features
 
     def split(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split a forward output into ``(mean, standard deviation)``, each ``(n, out_features)``."""
+        """Split a forward output into ``(mean, std)``, each of shape ``(n, out_features)``."""
         mean, raw = output[..., : self.num_targets], output[..., self.num_targets :]
         return mean, softplus_scale(raw)
 
@@ -446,7 +446,11 @@ class WideResNet(nn.Module):
         self.stem = _conv3x3(in_channels, 16)
         planes_in = 16
         stages = []
-        for planes, stride in ((16 * widen_factor, 1), (32 * widen_factor, 2), (64 * widen_factor, 2)):
+        for planes, stride in (
+            (16 * widen_factor, 1),
+            (32 * widen_factor, 2),
+            (64 * widen_factor, 2),
+        ):
             blocks = []
             for i in range(n):
                 blocks.append(_WideBasicBlock(planes_in, planes, stride if i == 0 else 1, dropout))

@@ -78,8 +78,9 @@ def canonical_json(obj: Any) -> str:
         If ``obj`` is not representable in JSON (for example a tensor or a NaN).
     """
     try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                          allow_nan=False)
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        )
     except (TypeError, ValueError) as err:
         raise ValueError(f"cache key material must be plain JSON data: {err}") from None
 
@@ -96,6 +97,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cache entries are readable like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,8 +156,9 @@ class CheckpointStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         weights_path, sidecar_path = self.paths(stem)
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-        blob = save_safetensors(tensors, metadata={"ntkcore_key": key,
-                                                   "ntkcore_format": str(FORMAT_VERSION)})
+        blob = save_safetensors(
+            tensors, metadata={"ntkcore_key": key, "ntkcore_format": str(FORMAT_VERSION)}
+        )
         sidecar = {
             **metadata,
             "format": FORMAT_VERSION,
@@ -202,7 +205,14 @@ class CheckpointStore:
                 CacheCorruptionWarning,
                 stacklevel=3,
             )
-            self.remove(stem)
+            try:
+                self.remove(stem)
+            except OSError as rm_err:  # e.g. a read-only cache: the entry is skipped, not used
+                warnings.warn(
+                    f"could not remove {sidecar_path.with_suffix('')}: {rm_err}",
+                    CacheCorruptionWarning,
+                    stacklevel=3,
+                )
             return None
 
     @staticmethod
@@ -235,7 +245,7 @@ class CheckpointStore:
         missing = sorted(set(expected) - set(tensors))
         extra = sorted(set(tensors) - set(expected))
         if missing or extra:
-            raise _Corrupt(f"state-dict keys differ (missing {missing[:5]}, unexpected {extra[:5]})")
+            raise _Corrupt(f"state-dict keys differ (missing {missing[:5]}, extra {extra[:5]})")
         for name, ref in expected.items():
             t = tensors[name]
             if t.shape != ref.shape or t.dtype != ref.dtype:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ntkcore.zoo.pretrained import PretrainedEntry, TaskLike, fetch
+from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch
 
 __all__ = ["PRESETS", "Preset", "preset"]
 
@@ -59,9 +59,18 @@ class Preset:
         retrain: bool = False,
     ) -> PretrainedEntry:
         """The pretrained entry (model and provenance); trains and caches on first use."""
-        return fetch(self.arch, self.dataset, self.seed, task=task, data_kw=dict(self.data_kw),
-                     progress=progress, device=device, cache_dir=cache_dir, retrain=retrain,
-                     **self.hyper)
+        return fetch(
+            self.arch,
+            self.dataset,
+            self.seed,
+            task=task,
+            data_kw=dict(self.data_kw),
+            progress=progress,
+            device=device,
+            cache_dir=cache_dir,
+            retrain=retrain,
+            **self.hyper,
+        )
 
     def load(
         self,
@@ -113,21 +122,21 @@ _WORKSHOP = (
         "lenet3",
         "faces-rotation",
         "LeNet on 45x45 rotated faces (20 identities): standardized rotation angle",
-        _frozen(in_size=45, epochs=60, lr=1e-3, batch_size=64),
+        _frozen(in_size=45, epochs=40, lr=1e-3, batch_size=64),
     ),
     Preset(
         "mnist-lenet3",
         "lenet3",
         "mnist",
         "LeNet classifier on MNIST digits (28x28)",
-        _frozen(in_size=28, epochs=10, lr=1e-3, batch_size=128),
+        _frozen(in_size=28, epochs=20, lr=1e-3, batch_size=128),
     ),
     Preset(
         "fashion-mnist-lenet3",
         "lenet3",
         "fashion-mnist",
         "LeNet classifier on Fashion-MNIST (28x28)",
-        _frozen(in_size=28, epochs=10, lr=1e-3, batch_size=128),
+        _frozen(in_size=28, epochs=20, lr=1e-3, batch_size=128),
     ),
 )
 

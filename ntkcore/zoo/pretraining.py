@@ -28,7 +28,9 @@ from ntkcore.zoo.training import TrainRecord, seeded, train
 
 __all__ = [
     "TRAIN_HYPERPARAMETERS",
+    "load_task",
     "PretrainedEntry",
+    "Resolved",
     "TaskLike",
     "cache_stem",
     "fetch",
@@ -37,8 +39,15 @@ __all__ = [
 ]
 
 #: Training hyperparameters accepted by :func:`pretrained` next to the architecture keywords.
-TRAIN_HYPERPARAMETERS = ("loss", "epochs", "lr", "batch_size", "optimizer", "weight_decay",
-                         "schedule")
+TRAIN_HYPERPARAMETERS = (
+    "loss",
+    "epochs",
+    "lr",
+    "batch_size",
+    "optimizer",
+    "weight_decay",
+    "schedule",
+)
 _TRAIN_FIXED_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "cosine"}
 
 
@@ -82,7 +91,25 @@ class PretrainedEntry:
 
 
 @dataclass(frozen=True)
-class _Resolved:
+class Resolved:
+    """A fully resolved pretraining request (see :func:`resolve`).
+
+    Attributes
+    ----------
+    spec : ArchSpec
+        The architecture's registry entry.
+    arch_kwargs : dict
+        Constructor keywords, defaults and dataset-derived sizes included.
+    train_kwargs : dict
+        Training hyperparameters for :func:`ntkcore.zoo.train`, defaults included.
+    material : dict
+        Everything the cache key is computed from (canonical JSON, SHA-256).
+    key : str
+        The cache key (hex SHA-256 of ``material``).
+    stem : str
+        File stem of the cache entry.
+    """
+
     spec: ArchSpec
     arch_kwargs: dict[str, Any]
     train_kwargs: dict[str, Any]
@@ -100,8 +127,12 @@ def _meta_get(meta: Any, name: str) -> Any:
     raise ValueError(f"dataset metadata lacks {name!r} (needs input_shape, output_dim, kind)")
 
 
-def _load_task(dataset: str, data_kw: Mapping[str, Any]) -> TaskLike:
-    """Load ``dataset`` through ``ntkcore.data`` (imported lazily: the zoo does not need it)."""
+def load_task(dataset: str, data_kw: Mapping[str, Any]) -> TaskLike:
+    """Load ``dataset`` with ``ntkcore.data.load(dataset, **data_kw)``.
+
+    The data layer is imported lazily (architectures and training do not need it); this is
+    the one place where the zoo reads named datasets.
+    """
     from ntkcore import data
 
     return data.load(dataset, **data_kw)
@@ -129,7 +160,7 @@ def resolve(
     seed: int = 0,
     data_kw: Mapping[str, Any] | None = None,
     **hyper: Any,
-) -> _Resolved:
+) -> Resolved:
     """Resolve architecture keywords, training hyperparameters and the cache key.
 
     ``hyper`` mixes constructor keywords of ``arch`` and the training hyperparameters
@@ -144,7 +175,8 @@ def resolve(
     kind = _meta_get(task.meta, "kind")
     if kind not in s.kinds:
         raise ValueError(
-            f"architecture {arch!r} supports {sorted(s.kinds)} tasks; dataset {dataset!r} is {kind!r}"
+            f"architecture {arch!r} supports {sorted(s.kinds)} tasks; "
+            f"dataset {dataset!r} is {kind!r}"
         )
     arch_names = set(s.defaults)
     unknown = sorted(set(hyper) - arch_names - set(TRAIN_HYPERPARAMETERS))
@@ -185,8 +217,9 @@ def resolve(
         "train": train_kwargs,
     }
     key = digest(material)
-    return _Resolved(s, arch_kwargs, train_kwargs, material, key,
-                     cache_stem(arch, dataset, seed, key))
+    return Resolved(
+        s, arch_kwargs, train_kwargs, material, key, cache_stem(arch, dataset, seed, key)
+    )
 
 
 def fetch(
@@ -207,7 +240,7 @@ def fetch(
         raise ValueError(f"dataset must be a non-empty name, got {dataset!r}")
     data_kw = dict(data_kw or {})
     if task is None:
-        task = _load_task(dataset, data_kw)
+        task = load_task(dataset, data_kw)
     r = resolve(arch, dataset, task, seed, data_kw, **hyper)
     store = CheckpointStore(cache_dir)
     weights_path = store.paths(r.stem)[0]
@@ -225,8 +258,9 @@ def fetch(
             sidecar["load_seconds"] = time.perf_counter() - t0
             return PretrainedEntry(model, sidecar, True, weights_path)
     x, y = task.source
-    model, record = train(model, x, y, seed=seed, progress=progress, device=device or "cpu",
-                          **r.train_kwargs)
+    model, record = train(
+        model, x, y, seed=seed, progress=progress, device=device or "cpu", **r.train_kwargs
+    )
     metadata = {
         "arch": arch,
         "arch_kwargs": r.arch_kwargs,
@@ -241,8 +275,11 @@ def fetch(
     try:
         sidecar = store.save(r.stem, r.key, model.state_dict(), metadata)
     except OSError as err:
-        warnings.warn(f"could not write the model cache under {store.directory}: {err}",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"could not write the model cache under {store.directory}: {err}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         sidecar = metadata
     return PretrainedEntry(model, sidecar, False, weights_path)
 
@@ -307,5 +344,15 @@ def pretrained(
     verified (checksum, tensor names and shapes) before use; a damaged entry is removed and
     retrained with a :class:`~ntkcore.zoo.cache.CacheCorruptionWarning`.
     """
-    return fetch(arch, dataset, seed, task=task, data_kw=data_kw, device=device,
-                 progress=progress, cache_dir=cache_dir, retrain=retrain, **hyper).model
+    return fetch(
+        arch,
+        dataset,
+        seed,
+        task=task,
+        data_kw=data_kw,
+        device=device,
+        progress=progress,
+        cache_dir=cache_dir,
+        retrain=retrain,
+        **hyper,
+    ).model

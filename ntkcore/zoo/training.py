@@ -111,9 +111,7 @@ def _gaussian_nll(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (0.5 * z.square() + scale.log()).mean() + 0.5 * math.log(2 * math.pi)
 
 
-def _prepare(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     """Validate ``x``/``y`` against the loss and the network's output; return ``y`` reshaped."""
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError("x and y must be torch tensors")
@@ -123,11 +121,12 @@ def _prepare(
         raise ValueError(f"x and y disagree on the number of samples: {x.shape[0]} vs {y.shape[0]}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains non-finite values")
-    was_training = model.training
-    model.eval()
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # a shape probe must not update BatchNorm statistics
     with torch.no_grad():
         out = model(x[:2])
-    model.train(was_training)
+    for m, mode in modes:
+        m.train(mode)
     if out.ndim != 2:
         raise ValueError(f"the network must return (n, outputs), got {tuple(out.shape)}")
     n_out = out.shape[1]
@@ -157,16 +156,10 @@ def _prepare(
 
 
 @torch.no_grad()
-def evaluate_loss(
+def _mean_objective(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch_size: int = _EVAL_BATCH
 ) -> float:
-    """Training objective ``loss`` of ``model`` (as it is, train or eval mode) on ``(x, y)``.
-
-    Batches are combined as a sample-weighted mean, so the value equals the full-batch
-    objective.
-    """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    """Sample-weighted mean of the objective over batches (= the full-batch objective)."""
     objective = _objective(loss)
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
@@ -175,9 +168,39 @@ def evaluate_loss(
     return total / x.shape[0]
 
 
+def evaluate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> float:
+    """Training objective ``loss`` of ``model`` on ``(x, y)``, with the model as it is.
+
+    The network is evaluated in its current mode (call ``model.eval()`` first for the
+    deployed function) on the device of its parameters; ``x`` and ``y`` follow the
+    conventions of :func:`train`.
+
+    Returns
+    -------
+    float
+        Mean squared error, mean Gaussian negative log likelihood (per target value) or
+        mean cross-entropy over the samples.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    first = next(model.parameters(), None)
+    if first is None:
+        raise ValueError("the network has no parameters")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ValueError("x and y must be torch tensors")
+    x = x.to(first.device, dtype=first.dtype) if x.is_floating_point() else x.to(first.device)
+    y = _prepare(model, x, y.to(first.device), loss)
+    return _mean_objective(model, x, y, loss)
+
+
 def _check_config(
-    loss: str, epochs: int, lr: float, batch_size: int | None, optimizer: str,
-    weight_decay: float, schedule: str,
+    loss: str,
+    epochs: int,
+    lr: float,
+    batch_size: int | None,
+    optimizer: str,
+    weight_decay: float,
+    schedule: str,
 ) -> None:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
@@ -280,9 +303,7 @@ def train(
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     else:
-        opt = torch.optim.SGD(
-            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-        )
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
         if schedule == "cosine"
@@ -318,7 +339,7 @@ def train(
                     progress(step / total_steps)
             history.append(float(epoch_sum) / n)
     model.eval()
-    final = evaluate_loss(model, x, y, loss)
+    final = _mean_objective(model, x, y, loss)
     seconds = time.perf_counter() - start_time
     if progress is not None:
         progress(1.0)
