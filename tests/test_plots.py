@@ -138,6 +138,22 @@ def test_multi_output_selects_column():
         posterior_band_figure(x, mean, variance, output=2)
 
 
+def test_y_range_fits_data_not_band_unless_asked():
+    x = np.linspace(-1.0, 1.0, 5)
+    variance = np.full(5, 100.0)  # band ±20, far wider than the data
+    fig = posterior_band_figure(x, x, variance, context=(x, 2 * x), truth=(x, -3 * x))
+    # Data span [-3, 3] (truth), margin 10% of the span.
+    assert tuple(fig.layout.yaxis.range) == pytest.approx((-3.6, 3.6))
+    assert fig.layout.yaxis.autorange is None
+    fig_all = posterior_band_figure(x, x, variance, y_range="all")
+    assert fig_all.layout.yaxis.range is None
+    fig_fixed = posterior_band_figure(x, x, variance, y_range=(-1, 2))
+    assert tuple(fig_fixed.layout.yaxis.range) == (-1.0, 2.0)
+    # A constant curve still gets a non-empty range.
+    low, high = posterior_band_figure(x, np.full(5, 4.0), np.zeros(5)).layout.yaxis.range
+    assert low < 4.0 < high
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -152,6 +168,8 @@ def test_multi_output_selects_column():
         ({"network": (np.zeros(2), np.array([1.0, np.inf]))}, "network y contains non-finite"),
         ({"x": ["a", "b", "c"]}, "x must be numeric"),
         ({"x": np.zeros(0), "mean": np.zeros(0), "variance": np.zeros(0)}, "x is empty"),
+        ({"y_range": "tight"}, "y_range must be"),
+        ({"y_range": (1.0, 0.0)}, "low < high"),
     ],
 )
 def test_bad_input_raises_value_error(kwargs, match):

@@ -8,9 +8,9 @@ Figure 6 (source points orange, context points purple, posterior blue).
 
 These functions only arrange numbers that are already computed: they accept NumPy arrays,
 torch tensors, pandas Series/single-column DataFrames or sequences, and perform no numerics
-beyond the square root of the variances and sorting by ``x``. Every trace has a stable
-``name`` (the ``TRACE_*`` constants and :func:`band_trace_name`) so that apps and tests can
-find it.
+beyond the square root of the variances, sorting by ``x`` and the extremes for axis limits.
+Every trace has a stable ``name`` (the ``TRACE_*`` constants and :func:`band_trace_name`) so
+that apps and tests can find it.
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ def posterior_band_figure(
     output: int = 0,
     title: str | None = None,
     height: int | None = 460,
+    y_range: str | tuple[float, float] = "data",
 ) -> go.Figure:
     """Draw a 1-D regression posterior: mean, credible band, data and reference curves.
 
@@ -163,6 +164,11 @@ def posterior_band_figure(
         Figure title.
     height : int or None, default 460
         Figure height in pixels; ``None`` leaves it to Plotly.
+    y_range : {"data", "all"} or (float, float), default "data"
+        Vertical axis range. ``"data"``: fit the curves and points with a 10% margin and let
+        the band run off the plot where it is wider (far from the data a GP's band can be
+        orders of magnitude wider than the function); ``"all"``: Plotly's autorange, band
+        included; a pair: explicit limits.
 
     Returns
     -------
@@ -178,6 +184,18 @@ def posterior_band_figure(
     """
     if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
         raise ValueError(f"n_std must be a positive finite number, got {n_std!r}")
+    if isinstance(y_range, str):
+        if y_range not in ("data", "all"):
+            raise ValueError(
+                f'y_range must be "data", "all" or a (low, high) pair, got {y_range!r}'
+            )
+    elif not (
+        isinstance(y_range, Sequence)
+        and len(y_range) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in y_range)
+        and y_range[0] < y_range[1]
+    ):
+        raise ValueError(f"y_range must be a (low, high) pair with low < high, got {y_range!r}")
     xs = _inputs(x, "x")
     mu = _column(mean, "mean", output)
     var = _column(variance, "variance", output)
@@ -200,6 +218,7 @@ def posterior_band_figure(
     xs, mu, std = xs[order], mu[order], np.sqrt(var[order])
     upper, lower = mu + n_std * std, mu - n_std * std
 
+    shown = [mu]  # y values the "data" range must show: everything but the band
     fig = go.Figure()
     # One closed polygon (upper edge left to right, lower edge back) filled to itself.
     fig.add_trace(
@@ -216,6 +235,7 @@ def posterior_band_figure(
     )
     if truth is not None:
         tx, ty = _sorted_pair(*_pair(truth, "truth", output))
+        shown.append(ty)
         fig.add_trace(
             go.Scatter(
                 x=tx,
@@ -227,6 +247,7 @@ def posterior_band_figure(
         )
     if network is not None:
         nx, ny = _sorted_pair(*_pair(network, "network", output))
+        shown.append(ny)
         fig.add_trace(
             go.Scatter(
                 x=nx,
@@ -250,6 +271,7 @@ def posterior_band_figure(
     )
     if source is not None:
         sx, sy = _pair(source, "source", output)
+        shown.append(sy)
         fig.add_trace(
             go.Scatter(
                 x=sx,
@@ -261,6 +283,7 @@ def posterior_band_figure(
         )
     if context is not None:
         cx, cy = _pair(context, "context", output)
+        shown.append(cy)
         fig.add_trace(
             go.Scatter(
                 x=cx,
@@ -280,4 +303,11 @@ def posterior_band_figure(
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
         hovermode="closest",
     )
+    if y_range == "data":
+        low = min(float(v.min()) for v in shown if v.size)
+        high = max(float(v.max()) for v in shown if v.size)
+        margin = 0.1 * (high - low) or 0.1 * max(abs(low), 1.0)
+        fig.update_yaxes(range=[low - margin, high + margin])
+    elif y_range != "all":
+        fig.update_yaxes(range=[float(y_range[0]), float(y_range[1])])
     return fig

@@ -1,0 +1,31 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (where ``app/``, ``ntkcore/`` and ``.streamlit/`` live)."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def ntkcore_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model-zoo cache directory shared by the app tests of one session.
+
+    ``$NTKCORE_CACHE`` when set (so a warm cache makes the tests fast), else a fresh
+    temporary directory: tests never write to the user's home. Tests that need it set the
+    variable themselves (in-process with ``monkeypatch``, or in a subprocess's environment),
+    so other tests see the environment unchanged.
+    """
+    configured = os.environ.get("NTKCORE_CACHE")
+    if configured:
+        return Path(configured)
+    return tmp_path_factory.mktemp("ntkcore-cache")

@@ -1,0 +1,157 @@
+"""End-to-end tests: the real app served by ``streamlit run``, opened in headless Chromium.
+
+Playwright drives Debian's ``/usr/bin/chromium`` (``playwright install`` cannot download
+browsers on the machines that build this project). Without that browser these tests skip,
+except under ``CI=true``, where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+#: URL path of every page registered in app/streamlit_app.py ("" for the default page, which
+#: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
+PAGES: dict[str, tuple[str, str]] = {
+    "": ("Adapt a trained network to a new task", "posterior mean"),
+}
+
+SERVER_START_TIMEOUT = 90.0
+#: Generous: with a cold model cache the first page view trains the source network.
+PLOT_TIMEOUT_MS = 300_000
+
+
+def _require_chromium() -> None:
+    if CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK):
+        return
+    reason = (
+        f"headless Chromium not found at {CHROMIUM}; install Debian's 'chromium' package "
+        "(apt-get install -y chromium) to run the browser tests"
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def app_url(
+    repo_root: Path, ntkcore_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Serve app/streamlit_app.py on a free local port for the module's tests."""
+    _require_chromium()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = os.environ | {"NTKCORE_CACHE": str(ntkcore_cache)}
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py",
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.headless", "true",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            command, cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                log_tail = log_path.read_text(errors="replace")[-4000:]
+                pytest.fail(
+                    f"streamlit did not become healthy at {url} (exit code {server.poll()}):\n"
+                    f"{log_tail}",
+                    pytrace=False,
+                )
+            time.sleep(0.25)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("url_path", sorted(PAGES), ids=lambda p: p or "default")
+def test_page_renders_plot_without_exception(
+    app_url: str, browser, url_path: str, tmp_path: Path
+) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda err: page_errors.append(str(err)))
+    try:
+        page.goto(f"{app_url}/{url_path}", wait_until="domcontentloaded")
+        page.wait_for_selector(
+            ".js-plotly-plot .main-svg", state="visible", timeout=PLOT_TIMEOUT_MS
+        )
+        heading, legend_entry = PAGES[url_path]
+        page.get_by_text(heading).first.wait_for(timeout=30_000)
+        # Let the run finish (the status widget disappears) before looking for errors.
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        screenshot = tmp_path / f"{url_path or 'default'}.png"
+        page.screenshot(path=str(screenshot), full_page=True)
+        assert screenshot.stat().st_size > 0
+        exceptions = page.locator('[data-testid="stException"]')
+        assert exceptions.count() == 0, exceptions.first.inner_text()
+        assert page.get_by_text("Page not found").count() == 0, "Streamlit did not know the URL"
+        legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+        assert legend_entry in legend, legend
+        assert not page_errors, page_errors
+    finally:
+        context.close()
