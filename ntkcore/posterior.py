@@ -33,7 +33,14 @@ from ntkcore.solvers.nystrom import NystromApproximation, NystromPreconditioner
 from ntkcore.solvers.slq import logdet_slq
 from ntkcore.spectral import SpectralGram
 
-__all__ = ["Posterior", "Prediction", "adapt", "choose_strategy", "as_linearization"]
+__all__ = [
+    "Posterior",
+    "Prediction",
+    "adapt",
+    "as_linearization",
+    "choose_strategy",
+    "dense_spectrum",
+]
 
 STRATEGIES = ("auto", "dense", "function", "parameter")
 MEANS = ("network", "zero")
@@ -260,6 +267,37 @@ def _lml_gaussian(quad: float, logdet: float, n_obs: int) -> float:
 
 
 # --------------------------------------------------------------------------- strategies
+def dense_spectrum(jac: Tensor, resid: Tensor) -> tuple[SpectralGram, Tensor]:
+    """Eigendecomposition of the smaller Gram matrix of an explicit Jacobian.
+
+    Parameters
+    ----------
+    jac : Tensor
+        J, shape (N, p), float64.
+    resid : Tensor
+        r, shape (N,), float64.
+
+    Returns
+    -------
+    spectral : SpectralGram
+        In function space (K = J Jᵀ = Q Λ Qᵀ) when N <= p, else in weight space
+        (JᵀJ = V Λ Vᵀ).
+    eigenvectors : Tensor
+        Q (N × N) or V (p × p).
+    """
+    n_obs, p = jac.shape
+    if n_obs <= p:
+        lam, vecs = torch.linalg.eigh(jac @ jac.mT)
+        proj = vecs.mT @ resid
+        space = "function"
+    else:
+        lam, vecs = torch.linalg.eigh(jac.mT @ jac)
+        proj = vecs.mT @ (jac.mT @ resid)
+        space = "parameter"
+    spectral = SpectralGram(lam.clamp_min(0.0), proj, float(resid @ resid), n_obs, space)
+    return spectral, vecs
+
+
 def _fit_dense(
     lin: Linearization, x: Tensor, resid: Tensor, s2: float, sigma2: float
 ) -> tuple[Tensor, Tensor, str, SpectralGram, dict[str, Any]]:
@@ -267,24 +305,18 @@ def _fit_dense(
     c = sigma2 / s2
     jac = lin.jacobian(x).reshape(-1, lin.num_params).to(_F64)  # shape: (N, p)
     r = resid.reshape(-1).to(_F64)
-    n_obs, p = jac.shape
-    if n_obs <= p:
-        # Function space (Eq. 3): K = J Jᵀ = Q Λ Qᵀ.
-        lam, q = torch.linalg.eigh(jac @ jac.mT)
-        lam = lam.clamp_min(0.0)
-        coef = q.mT @ r
-        weights = jac.mT @ (q @ (coef / (lam + c)))
-        # Σ = s² (I − Jᵀ Q (Λ + c)⁻¹ Qᵀ J): factor F = (Λ + c)^{-1/2} Qᵀ J.
-        factor = (q.mT @ jac) / (lam + c).sqrt().unsqueeze(-1)
-        spectral = SpectralGram(lam, coef, float(r @ r), n_obs, "function")
+    spectral, vecs = dense_spectrum(jac, r)
+    lam, proj = spectral.eigenvalues, spectral.projections
+    if spectral.space == "function":
+        # Eq. 3 with K = J Jᵀ = Q Λ Qᵀ: w̄ = Jᵀ Q (Λ + c)⁻¹ Qᵀ r and
+        # Σ = s² (I − Jᵀ Q (Λ + c)⁻¹ Qᵀ J) = s² (I − FᵀF), F = (Λ + c)^{-1/2} Qᵀ J.
+        weights = jac.mT @ (vecs @ (proj / (lam + c)))
+        factor = (vecs.mT @ jac) / (lam + c).sqrt().unsqueeze(-1)
         return weights, factor, "subtract", spectral, {"space": "function"}
-    # Weight space (Eq. 2): JᵀJ = V Λ Vᵀ, Σ = σ² V (Λ + c)⁻¹ Vᵀ = s² Fᵀ F.
-    lam, v = torch.linalg.eigh(jac.mT @ jac)
-    lam = lam.clamp_min(0.0)
-    g = v.mT @ (jac.mT @ r)
-    weights = v @ (g / (lam + c))
-    factor = (math.sqrt(c) / (lam + c).sqrt()).unsqueeze(-1) * v.mT
-    spectral = SpectralGram(lam, g, float(r @ r), n_obs, "parameter")
+    # Eq. 2 with JᵀJ = V Λ Vᵀ: w̄ = V (Λ + c)⁻¹ Vᵀ Jᵀ r and
+    # Σ = σ² V (Λ + c)⁻¹ Vᵀ = s² FᵀF, F = √c (Λ + c)^{-1/2} Vᵀ.
+    weights = vecs @ (proj / (lam + c))
+    factor = (math.sqrt(c) / (lam + c).sqrt()).unsqueeze(-1) * vecs.mT
     return weights, factor, "direct", spectral, {"space": "parameter"}
 
 

@@ -67,10 +67,10 @@ class NystromApproximation:
         core = omega.mT @ y_nu
         core = 0.5 * (core + core.mT)
         chol, info = torch.linalg.cholesky_ex(core)
-        jitter = nu
-        while int(info) != 0:  # G Ω lost positive-definiteness to rounding: add jitter
+        jitter, eye = nu, torch.eye(r, dtype=core.dtype, device=device)
+        while int(info) != 0:  # Ωᵀ G Ω lost definiteness to rounding: add jitter
             jitter = jitter * 10
-            chol, info = torch.linalg.cholesky_ex(core + jitter * torch.eye(r, dtype=core.dtype, device=device))
+            chol, info = torch.linalg.cholesky_ex(core + jitter * eye)
         b = torch.linalg.solve_triangular(chol, y_nu.mT, upper=False).mT  # shape: (d, r)
         u, s, _ = torch.linalg.svd(b, full_matrices=False)
         self.eigenvectors: Tensor = u
