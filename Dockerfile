@@ -31,6 +31,10 @@ COPY --chown=app:app . .
 RUN pip install --no-deps -e . && chown -R app:app /home/app
 
 USER app
+# Pre-train the Adapt page's source network into the image's model cache ($NTKCORE_CACHE), so
+# the first page view only loads it.
+RUN python -m ntkcore.zoo build --only sinusoids-mlp
+
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://localhost:8501/_stcore/health', timeout=4)"

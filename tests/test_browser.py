@@ -155,3 +155,28 @@ def test_page_renders_plot_without_exception(
         assert not page_errors, page_errors
     finally:
         context.close()
+
+
+def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
+    """Moving a slider in the real browser reruns the page and redraws without an exception."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.wait_for_selector(
+            ".js-plotly-plot .main-svg", state="visible", timeout=PLOT_TIMEOUT_MS
+        )
+        page.get_by_text("n = 20 context points").wait_for(timeout=30_000)
+        slider = (
+            page.locator('[data-testid="stSlider"]')
+            .filter(has_text="Context points")
+            .locator('input[type="range"]')
+        )
+        slider.focus()
+        slider.press("ArrowRight")
+        page.get_by_text("n = 21 context points").wait_for(timeout=60_000)
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
+    finally:
+        context.close()
