@@ -12,11 +12,23 @@ and do no numerics themselves.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
+import torch
 
 VIEWS = Path(__file__).parent / "views"
+
+# Intra-op threads per script run (each Streamlit run executes in its own thread, which picks
+# this up). The app's networks are small: on a loaded 2-core machine, training the Adapt page's
+# source MLP took 4.7 s with one thread and 93 s with two (OpenMP threads waiting for each
+# other), and an adapt + predict step 30 ms vs 100-700 ms. Concurrent sessions provide the
+# parallelism. Override with NTKCORE_APP_THREADS.
+_threads = os.environ.get("NTKCORE_APP_THREADS", "1")
+if not _threads.isdigit() or int(_threads) < 1:
+    raise ValueError(f"NTKCORE_APP_THREADS must be a positive integer, got {_threads!r}")
+torch.set_num_threads(int(_threads))
 
 st.set_page_config(
     page_title="ntkcore — linearized networks for transfer",

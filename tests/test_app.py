@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 import ntkcore
@@ -34,9 +35,12 @@ RUN_TIMEOUT = 60.0
 
 
 @pytest.fixture(autouse=True)
-def _model_cache(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _app_environment(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Point the app at the session's model cache; undo its process-wide torch thread setting."""
     monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
+    threads = torch.get_num_threads()
     yield
+    torch.set_num_threads(threads)
 
 
 def _open(page: str) -> AppTest:
