@@ -186,3 +186,11 @@ class TestAdaptPage:
         at.selectbox(key="strategy").set_value("dense").run()
         _assert_clean(at)
         assert _metrics(at)["Strategy"] == "dense"
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_thread_setting_is_reported(value: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("NTKCORE_APP_THREADS", value)
+    at = AppTest.from_file(str(ENTRY), default_timeout=RUN_TIMEOUT).run()
+    assert len(at.exception) == 1
+    assert "NTKCORE_APP_THREADS must be a positive integer" in at.exception[0].value
