@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -27,8 +29,20 @@ def test_readme_quickstart_has_exactly_two_commands():
     assert [c for c in commands if c] == ["make app", "make test"]
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Small networks train far faster on one thread on a busy machine (app/streamlit_app.py)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_readme_library_example_runs(
-    ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ntkcore_cache: Path,
+    one_thread: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ):
     monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
     shown: list[go.Figure] = []
