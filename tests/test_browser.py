@@ -180,3 +180,18 @@ def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
         assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)]
+)
+def test_missing_browser_skips_except_under_ci(
+    ci: str | None, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="headless Chromium not found"):
+        _require_chromium()
