@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import ntkcore
-from ntkcore import data, zoo
+from ntkcore import data, metrics, zoo
 from ntkcore.plots import posterior_band_figure
 from ntkcore.posterior import MEANS, STRATEGIES
 
@@ -99,13 +99,11 @@ def adapt_and_plot(
         network=(x_test, network),
         source=task.source if show_source else None,
     )
-    # TODO(metrics): use ntkcore's test-metric helper once it exists (requested from the lead).
-    mse = torch.nn.functional.mse_loss
     return Result(
         figure=figure,
         diagnostics=dict(post.diagnostics),
-        mse_posterior=float(mse(pred.mean, y_test)),
-        mse_network=float(mse(network, y_test)),
+        mse_posterior=metrics.mse(pred.mean, y_test),
+        mse_network=metrics.mse(network, y_test),
         n_context=int(x_context.shape[0]),
         num_params=lin.num_params,
     )
