@@ -22,3 +22,22 @@ __all__ = [
     "select_parameters",
 ]
 __version__ = "0.1.0"
+
+# GPyTorch-facing names load gpytorch on first use only (importing it costs ~1 s).
+_LAZY = {
+    "FiniteNTKKernel": "ntkcore.kernel",
+    "FiniteNTKGP": "ntkcore.kernel",
+    "NetworkMean": "ntkcore.kernel",
+    "fisher_vp": "ntkcore.fisher",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ntkcore' has no attribute {name!r}")

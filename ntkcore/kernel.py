@@ -514,11 +514,11 @@ class ParameterSpacePredictionStrategy(DefaultPredictionStrategy):
         return lin.jvp(x_star, post.weights.to(lin.dtype)).reshape(-1)
 
     def _covariance_root(self, x_star: Tensor, lin: Linearization) -> tuple[Tensor, str]:
-        # Private posterior state: w̄'s covariance factor F and its form (see posterior.py).
         post = self.posterior
-        factor = post._factor.to(lin.dtype)  # shape: (r, p)
+        factor, form = post.covariance_factor()
+        factor = factor.to(lin.dtype)  # shape: (r, p)
         root = lin.jvp(x_star, factor).reshape(factor.shape[0], -1).mT  # shape: (m·o, r)
-        return math.sqrt(post.prior_variance) * root, post._factor_form
+        return math.sqrt(post.prior_variance) * root, form
 
     def exact_prediction(
         self,

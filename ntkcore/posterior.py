@@ -183,6 +183,15 @@ class Posterior:
     def strategy(self) -> str:
         return str(self.diagnostics["strategy"])
 
+    def covariance_factor(self) -> tuple[Tensor, str]:
+        r"""The factor F (r × p) of the weight posterior covariance Σ and its form.
+
+        ``"subtract"``: Σ = s² (I − FᵀF) (function-space and matrix-free strategies);
+        ``"direct"``: Σ = s² FᵀF (dense weight-space strategy). The latent predictive
+        covariance at x* follows as J* Σ J*ᵀ.
+        """
+        return self._factor, self._factor_form
+
     def predict(self, x: Tensor, *, variance: bool = True) -> Prediction:
         """Latent predictive mean and variance at ``x`` (Eq. 3), each of shape (m, o).
 

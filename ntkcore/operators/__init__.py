@@ -2,6 +2,12 @@
 
 from ntkcore.operators.gauss_newton_operator import GaussNewtonLinearOperator
 from ntkcore.operators.jacobian_operator import JacobianLinearOperator
+from ntkcore.operators.ntk_kernel_operator import NTKKernelLinearOperator
 from ntkcore.operators.ntk_operator import NTKLinearOperator
 
-__all__ = ["GaussNewtonLinearOperator", "JacobianLinearOperator", "NTKLinearOperator"]
+__all__ = [
+    "GaussNewtonLinearOperator",
+    "JacobianLinearOperator",
+    "NTKKernelLinearOperator",
+    "NTKLinearOperator",
+]
