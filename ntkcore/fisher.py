@@ -284,12 +284,12 @@ def _functional(lin: Linearization) -> Callable[[Mapping[str, Tensor], Tensor], 
     Linearization's snapshot of the other parameters and buffers); callers run it inside
     :func:`_evaluate`, which puts the model in eval mode.
     """
-    return lin._forward  # noqa: SLF001 — a public hook is requested from the engine owner
+    return lin.functional_forward
 
 
 def _evaluate(lin: Linearization, fn: Callable[[], Tensor], x: Tensor) -> Tensor:
     """Run ``fn`` with the model in eval mode, translating model errors to ValueError."""
-    return lin._call_model(fn, x)  # noqa: SLF001
+    return lin.evaluate(fn, x)
 
 
 @contextlib.contextmanager

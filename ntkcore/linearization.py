@@ -14,7 +14,7 @@ Row index convention: the Jacobian's row for data point i and output a is ``i * 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -120,7 +120,7 @@ class Linearization:
     def output_dim(self, x: Tensor) -> int:
         """o, the number of outputs per data point (evaluates one point if unknown)."""
         if self._output_dim is None:
-            self(self._prepare_x(x)[:1])
+            self(self.prepare_inputs(x)[:1])
         assert self._output_dim is not None
         return self._output_dim
 
@@ -141,8 +141,15 @@ class Linearization:
             for m, flag in flags:
                 m.training = flag
 
-    def _forward(self, theta: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        # shape: (n, o)
+    def functional_forward(self, theta: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """f(x; θ') as a pure function of the named linearized parameters θ', shape (n, o).
+
+        The function that ``jvp``/``vjp`` differentiate: the remaining parameters and the
+        buffers are the snapshot taken at construction. ``torch.func`` transforms of it
+        (``jvp``, ``vjp``, ``vmap``, ``grad``) are safe; run them inside
+        :meth:`evaluate` so the network is in eval mode and model errors become
+        ``ValueError``. ``x`` must already be prepared (:meth:`prepare_inputs`).
+        """
         out = functional_call(self.model, {**self._fixed, **theta}, (x,))
         if not isinstance(out, Tensor):
             raise ValueError(
@@ -155,7 +162,12 @@ class Linearization:
             )
         return out.reshape(out.shape[0], -1)
 
-    def _prepare_x(self, x: Tensor) -> Tensor:
+    def prepare_inputs(self, x: Tensor) -> Tensor:
+        """Validate inputs and move them to the network's device and (floating) dtype.
+
+        Raises ``ValueError`` for a missing batch dimension, an empty batch or non-finite
+        values.
+        """
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
         if x.dim() == 0 or x.shape[0] == 0:
@@ -182,8 +194,12 @@ class Linearization:
         per_point = max(1, o * self.num_params * itemsize)
         return max(1, min(n, _DEFAULT_JACOBIAN_BYTES // per_point))
 
-    def _call_model(self, fn, x: Tensor):
-        """Run ``fn`` (which evaluates the model on x), translating model errors."""
+    def evaluate(self, fn: Callable[[], Tensor], x: Tensor) -> Tensor:
+        """Run ``fn()`` with the network in eval mode; model errors become ``ValueError``.
+
+        ``fn`` evaluates the network on ``x`` (used only for the error message), typically
+        through :meth:`functional_forward`. The modules' training flags are restored after.
+        """
         with self._eval_mode():
             try:
                 return fn()
@@ -212,12 +228,13 @@ class Linearization:
     # ------------------------------------------------------------------ products
     def __call__(self, x: Tensor) -> Tensor:
         """f(x; θ), shape (n, o)."""
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         outs = []
         with torch.no_grad():
             for s in self._chunks(x.shape[0], self.chunk_size):
                 xc = x[s]
-                outs.append(self._call_model(lambda xc=xc: self._forward(self._theta, xc), xc))
+                fn = lambda xc=xc: self.functional_forward(self._theta, xc)  # noqa: E731
+                outs.append(self.evaluate(fn, xc))
         out = torch.cat(outs, dim=0)
         self._output_dim = out.shape[1]
         return out
@@ -237,13 +254,13 @@ class Linearization:
         Tensor
             Shape ``(n, o)``, or ``(k, n, o)`` for a batch of vectors.
         """
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         v = self._prepare_vectors(v, "v", (self.num_params,))
         batched = v.dim() == 2
         tangents = self.layout.unflatten(v)  # each: (k, *shape) or (*shape)
 
         def single(xc: Tensor, t: Mapping[str, Tensor]) -> Tensor:
-            return jvp(lambda th: self._forward(th, xc), (self._theta,), (t,))[1]
+            return jvp(lambda th: self.functional_forward(th, xc), (self._theta,), (t,))[1]
 
         outs = []
         for s in self._chunks(x.shape[0], self.chunk_size):
@@ -252,7 +269,7 @@ class Linearization:
                 fn = lambda xc=xc: vmap(lambda t: single(xc, t))(tangents)  # noqa: E731
             else:
                 fn = lambda xc=xc: single(xc, tangents)  # noqa: E731
-            outs.append(self._call_model(fn, xc).detach())
+            outs.append(self.evaluate(fn, xc).detach())
         out = torch.cat(outs, dim=-2)
         self._output_dim = out.shape[-1]
         return out
@@ -272,7 +289,7 @@ class Linearization:
         Tensor
             Shape ``(p,)``, or ``(k, p)`` for a batch.
         """
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         n = x.shape[0]
         o = self.output_dim(x)
         u = self._prepare_vectors(u, "u", (n, o))
@@ -283,14 +300,14 @@ class Linearization:
             uc = u[..., s, :]
 
             def fn(xc: Tensor = xc, uc: Tensor = uc) -> Tensor:
-                _, pullback = vjp(lambda th: self._forward(th, xc), self._theta)
+                _, pullback = vjp(lambda th: self.functional_forward(th, xc), self._theta)
                 if batched:
                     (g,) = vmap(pullback)(uc)
                 else:
                     (g,) = pullback(uc)
                 return self.layout.flatten(g)
 
-            g = self._call_model(fn, xc).detach()
+            g = self.evaluate(fn, xc).detach()
             total = g if total is None else total.add_(g)
         assert total is not None
         return total
@@ -306,13 +323,13 @@ class Linearization:
     def _jacobian_block(self, xc: Tensor) -> Tensor:
         # shape: (c, o, p) — per-sample Jacobians, batched over samples with vmap.
         def per_sample(th: Mapping[str, Tensor], xi: Tensor) -> Tensor:
-            return self._forward(th, xi.unsqueeze(0))[0]
+            return self.functional_forward(th, xi.unsqueeze(0))[0]
 
         def fn() -> Tensor:
             jac = vmap(jacrev(per_sample), in_dims=(None, 0))(self._theta, xc)
             return self.layout.flatten(jac)
 
-        return self._call_model(fn, xc).detach()
+        return self.evaluate(fn, xc).detach()
 
     def jacobian_blocks(self, x: Tensor) -> Iterator[tuple[slice, Tensor]]:
         """Yield ``(rows, block)`` with per-sample Jacobians ``block`` of shape (c, o, p).
@@ -320,7 +337,7 @@ class Linearization:
         ``rows`` is the slice of data points the block covers. Peak memory is one block
         (``chunk_size`` points, or at most 256 MiB of rows when ``chunk_size`` is None).
         """
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         n = x.shape[0]
         o = self.output_dim(x)
         for s in self._chunks(n, self._jacobian_chunk_size(n, o)):
@@ -328,7 +345,7 @@ class Linearization:
 
     def jacobian(self, x: Tensor) -> Tensor:
         """The explicit Jacobian, shape (n, o, p), computed in chunks of data points."""
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         return torch.cat([b for _, b in self.jacobian_blocks(x)], dim=0)
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
@@ -337,10 +354,10 @@ class Linearization:
         Only chunks of Jacobian rows are alive at a time; the blocks of ``x2`` are kept
         when they fit in the chunk budget and recomputed otherwise.
         """
-        x1 = self._prepare_x(x1)
+        x1 = self.prepare_inputs(x1)
         o = self.output_dim(x1)
         symmetric = x2 is None
-        x2 = x1 if symmetric else self._prepare_x(x2)
+        x2 = x1 if symmetric else self.prepare_inputs(x2)
         n1, n2 = x1.shape[0], x2.shape[0]
         out = torch.empty(n1 * o, n2 * o, dtype=self.dtype, device=self.device)
         chunk = self._jacobian_chunk_size(max(n1, n2), o)
@@ -373,12 +390,12 @@ class Linearization:
 
         Per-sample Jacobians are batched over samples (``vmap`` of ``jacrev``), chunked.
         """
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         return torch.cat([b.square().sum(-1) for _, b in self.jacobian_blocks(x)], dim=0)
 
     def ntk_blockdiag(self, x: Tensor) -> Tensor:
         """Per-sample output blocks J_i J_iᵀ of the finite NTK, shape (n, o, o)."""
-        x = self._prepare_x(x)
+        x = self.prepare_inputs(x)
         return torch.cat(
             [b @ b.transpose(-1, -2) for _, b in self.jacobian_blocks(x)], dim=0
         )

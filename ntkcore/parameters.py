@@ -97,7 +97,7 @@ class ParameterLayout:
         batch = vector.shape[:-1]
         chunks = torch.split(vector, list(self.numels), dim=-1)
         return {
-            name: c.reshape(*batch, *shape)
+            name: c.reshape(tuple(batch) + tuple(shape))
             for name, shape, c in zip(self.names, self.shapes, chunks, strict=True)
         }
 
@@ -131,7 +131,16 @@ def select_parameters(model: nn.Module, params: ParameterFilter = None) -> list[
     elif callable(params):
         chosen = [n for n, p in named if params(n, p)]
     else:
-        patterns = [params] if isinstance(params, str) else list(params)
+        if isinstance(params, str):
+            patterns = [params]
+        else:
+            try:
+                patterns = list(params)
+            except TypeError:
+                raise ValueError(
+                    "params must be None, a name pattern, an iterable of patterns or a "
+                    f"callable (name, parameter) -> bool; got {params!r}"
+                ) from None
         if not patterns or not all(isinstance(q, str) for q in patterns):
             raise ValueError(f"params must be patterns (str), got {params!r}")
 
