@@ -86,7 +86,7 @@ def fit_hyperparameters(
     s2_init = _validate_scalar("prior_variance", prior_variance)
     t0 = time.perf_counter()
     lin = as_linearization(model_or_lin)
-    x = lin._prepare_x(x)
+    x = lin.prepare_inputs(x)
     y = _validate_targets(lin, x, y)
     n = x.shape[0]
     if n > max_points:

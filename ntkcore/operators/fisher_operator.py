@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
-from linear_operator.operators import LinearOperator
 from torch import Tensor
 
 from ntkcore.fisher import LIKELIHOODS, METHODS, fisher_vp
 from ntkcore.linearization import Linearization
+from ntkcore.operators._base import LinearizationOperator
 
 
-class FisherLinearOperator(LinearOperator):
+class FisherLinearOperator(LinearizationOperator):
     r"""F = (1/n) Σᵢ Jᵢᵀ Λᵢ Jᵢ, shape (p, p), applied through :func:`ntkcore.fisher_vp`.
 
     For the Gaussian likelihood F = JᵀJ / n (Section 3.2: J Jᵀ ∝ F in the paper's
@@ -48,14 +48,6 @@ class FisherLinearOperator(LinearOperator):
         p = self.linearization.num_params
         return torch.Size((p, p))
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.linearization.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.linearization.device
-
     def _matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1
         r = rhs.unsqueeze(-1) if vector else rhs
@@ -69,6 +61,3 @@ class FisherLinearOperator(LinearOperator):
 
     def _transpose_nonbatch(self) -> FisherLinearOperator:
         return self
-
-    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
-        raise ValueError("FisherLinearOperator does not support batch expansion")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from linear_operator.operators import LinearOperator
 from torch import Tensor
 
 from ntkcore.linearization import Linearization
+from ntkcore.operators._base import LinearizationOperator
 
 
-class GaussNewtonLinearOperator(LinearOperator):
+class GaussNewtonLinearOperator(LinearizationOperator):
     r"""``scale · J(x)ᵀ J(x)``, shape (p, p): n times the Gaussian-likelihood Fisher.
 
     The weight-space Gram matrix of Eq. 2 (the paper writes it J Jᵀ in its p × n·o
@@ -27,14 +27,6 @@ class GaussNewtonLinearOperator(LinearOperator):
     def _size(self) -> torch.Size:
         p = self.linearization.num_params
         return torch.Size((p, p))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.linearization.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.linearization.device
 
     def _matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1
@@ -66,6 +58,3 @@ class GaussNewtonLinearOperator(LinearOperator):
             b = block.reshape(-1, p)
             out += b.mT @ b
         return self.scale * out
-
-    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
-        raise ValueError("GaussNewtonLinearOperator does not support batch expansion")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from linear_operator.operators import LinearOperator
 from torch import Tensor
 
 from ntkcore.linearization import Linearization
+from ntkcore.operators._base import LinearizationOperator
 
 
-class JacobianLinearOperator(LinearOperator):
+class JacobianLinearOperator(LinearizationOperator):
     r"""J(x) of shape (n·o, p), or Jᵀ of shape (p, n·o) with ``transpose=True``.
 
     Products go through :meth:`Linearization.jvp` / :meth:`Linearization.vjp`
@@ -31,21 +31,13 @@ class JacobianLinearOperator(LinearOperator):
         super().__init__(x, linearization=linearization, transpose=transpose)
         self.x = x
         self.linearization = linearization
-        self.transpose = transpose
+        self.transposed = transpose
         self._n = x.shape[0]
         self._o = linearization.output_dim(x)
 
     def _size(self) -> torch.Size:
         rows, cols = self._n * self._o, self.linearization.num_params
-        return torch.Size((cols, rows) if self.transpose else (rows, cols))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.linearization.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.linearization.device
+        return torch.Size((cols, rows) if self.transposed else (rows, cols))
 
     def _jacobian_times(self, rhs: Tensor) -> Tensor:
         # rhs shape: (p, k) -> (n·o, k)
@@ -60,23 +52,20 @@ class JacobianLinearOperator(LinearOperator):
     def _matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1
         r = rhs.unsqueeze(-1) if vector else rhs
-        out = self._jacobian_t_times(r) if self.transpose else self._jacobian_times(r)
+        out = self._jacobian_t_times(r) if self.transposed else self._jacobian_times(r)
         return out.squeeze(-1) if vector else out
 
     def _t_matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1
         r = rhs.unsqueeze(-1) if vector else rhs
-        out = self._jacobian_times(r) if self.transpose else self._jacobian_t_times(r)
+        out = self._jacobian_times(r) if self.transposed else self._jacobian_t_times(r)
         return out.squeeze(-1) if vector else out
 
     def _transpose_nonbatch(self) -> JacobianLinearOperator:
         return JacobianLinearOperator(
-            self.x, linearization=self.linearization, transpose=not self.transpose
+            self.x, linearization=self.linearization, transpose=not self.transposed
         )
 
     def to_dense(self) -> Tensor:
         jac = self.linearization.jacobian(self.x).reshape(-1, self.linearization.num_params)
-        return jac.mT if self.transpose else jac
-
-    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
-        raise ValueError("JacobianLinearOperator does not support batch expansion")
+        return jac.mT if self.transposed else jac

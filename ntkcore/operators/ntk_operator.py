@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from linear_operator.operators import LinearOperator
 from torch import Tensor
 
 from ntkcore.linearization import Linearization
+from ntkcore.operators._base import LinearizationOperator
 
 
-class NTKLinearOperator(LinearOperator):
+class NTKLinearOperator(LinearizationOperator):
     r"""The finite NTK ``scale · J(x1) J(x2)ᵀ`` of shape (n1·o, n2·o), matrix-free.
 
     The kernel of the paper's degenerate GP (Section 3, k(x, x') = J(x)ᵀJ(x') in the
@@ -45,14 +45,6 @@ class NTKLinearOperator(LinearOperator):
 
     def _size(self) -> torch.Size:
         return torch.Size((self.x1.shape[0] * self._o, self.x2.shape[0] * self._o))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.linearization.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.linearization.device
 
     def _product(self, left: Tensor, right: Tensor, rhs: Tensor) -> Tensor:
         # rhs shape: (n_right·o, k) -> (n_left·o, k)
@@ -92,6 +84,3 @@ class NTKLinearOperator(LinearOperator):
         if self.square:
             return self.scale * self.linearization.ntk(self.x1)
         return self.scale * self.linearization.ntk(self.x1, self.x2)
-
-    def _expand_batch(self, batch_shape: torch.Size) -> LinearOperator:
-        raise ValueError("NTKLinearOperator does not support batch expansion")
