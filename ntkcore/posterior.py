@@ -383,6 +383,9 @@ def _fit_iterative(
     def system(v: Tensor) -> Tensor:
         return gram(v) + c * v
 
+    def exact_system(v: Tensor) -> Tensor:  # for the residual check of fd products
+        return vjp_cols(jvp_cols(v)) + c * v
+
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     nystrom = NystromApproximation(
@@ -397,6 +400,7 @@ def _fit_iterative(
         tol=tol,
         max_iter=max_iter,
         what=f"{space}-space system (JJᵀ + cI)" if space == "function" else "weight-space system",
+        residual_matmul=exact_system if space == "parameter" and fisher == "fd" else None,
     )
     if space == "function":
         weights = vjp_cols(z).reshape(-1).to(_F64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ntkcore.fisher import LIKELIHOODS, METHODS, fisher_vp
+from ntkcore.fisher import LIKELIHOODS, METHODS, fisher_vp, output_fisher
 from ntkcore.linearization import Linearization
 from ntkcore.operators._base import LinearizationOperator
 
@@ -55,6 +55,15 @@ class FisherLinearOperator(LinearizationOperator):
             self.linearization, self.x, r.mT, likelihood=self.likelihood, method=self.method
         ).mT  # shape: (p, k)
         return out.squeeze(-1) if vector else out
+
+    def _diagonal(self) -> Tensor:
+        """Exact diagonal (1/n) Σᵢ diag(Jᵢᵀ Λᵢ Jᵢ) from per-sample Jacobians, shape (p,)."""
+        lin = self.linearization
+        total = torch.zeros(lin.num_params, dtype=self.dtype, device=self.device)
+        for rows, block in lin.jacobian_blocks(self.x):  # block shape: (c, o, p)
+            lam = output_fisher(lin(self.x[rows]), self.likelihood)  # shape: (c, o, o)
+            total += torch.einsum("cap,cab,cbp->p", block, lam, block)
+        return total / self.x.shape[0]
 
     def _t_matmul(self, rhs: Tensor) -> Tensor:
         return self._matmul(rhs)
