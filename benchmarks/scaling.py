@@ -7,7 +7,9 @@ Gauss–Newton/Fisher matrix, Eq. 2). The 2021 code let CG stop at its iteration
 (relative residual 0.96 at n = 50,000); every row here reports iterations, the *true*
 final relative residual and whether the tolerance was reached.
 
-What one row measures (``ntkcore.adapt`` with ``strategy="function"`` or ``"parameter"``):
+What one row measures (``ntkcore.adapt`` with ``strategy="function"``, or ``"parameter"``
+with exact products JᵀJ v — method ``parameter`` — or the paper's finite-difference Fisher
+products — method ``parameter-fd``):
 
 * ``fit_s`` — ``adapt``: Nyström sketch (preconditioner and variance basis), preconditioned
   CG to relative residual ``tol``, the cached variance factor;
@@ -27,10 +29,13 @@ same problem to the same tolerance in the same process, and reports the speed-up
 
 Usage::
 
-    taskset -c 0,1 python benchmarks/scaling.py --quick                 # ~2 min on 2 cores
+    taskset -c 0,1 python benchmarks/scaling.py --quick                 # ~1-2 min on 2 cores
     taskset -c 0,1 python benchmarks/scaling.py --sweeps reference      # CPU goal: >= 10x
     taskset -c 0,1 python benchmarks/scaling.py --sweeps n p            # CPU Figure 2
     python benchmarks/scaling.py --device cuda --preset gpu             # GPU goal, < 3 min
+
+On a machine shared with other jobs add ``--threads 1``: with two OpenMP threads and a busy
+second core, small matrix products wait on descheduled threads and timings become erratic.
 
 The GPU preset first runs the goal — n = 100,000, p = 803,601, float32, relative residual
 <= 1e-3, means and variances at 1,000 test points, target <= 30 s — then as much of the n and
