@@ -25,7 +25,7 @@ Usage::
     python benchmarks/preconditioning.py --ranks 16 32 64 --skip-plain --json out.json
 
 The trained source network is cached by ``ntkcore.zoo`` (``$NTKCORE_CACHE``); the first run
-trains it (about a minute on 2 cores).
+trains it (5 s on one quiet core, about a minute on a loaded machine).
 """
 
 from __future__ import annotations
