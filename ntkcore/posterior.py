@@ -214,9 +214,9 @@ class Posterior:
                 c, o, p = block.shape
                 b = block.reshape(c * o, p).to(_F64)
                 means.append((b @ w).reshape(c, o))
-                proj = (b @ factor.mT).square().sum(-1)
+                proj = torch.linalg.vector_norm(b @ factor.mT, dim=-1).square()
                 if self._factor_form == "subtract":
-                    v = b.square().sum(-1) - proj
+                    v = torch.linalg.vector_norm(b, dim=-1).square() - proj
                 else:
                     v = proj
                 variances.append((self.prior_variance * v).clamp_min(0.0).reshape(c, o))
@@ -376,8 +376,6 @@ def _fit_iterative(
             return n * fisher_vp(lin, x, v.mT, likelihood="gaussian", method="fd").mT
 
     if space == "parameter":
-        rhs = vjp_cols(resid.reshape(-1, 1))
-
         rhs = vjp_cols(resid.reshape(-1, 1))
 
     def system(v: Tensor) -> Tensor:

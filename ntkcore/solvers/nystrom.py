@@ -57,11 +57,13 @@ class NystromApproximation:
         r = int(min(rank, dim))
         if r < 1:
             raise ValueError(f"Nyström rank must be >= 1, got {rank}")
+        # Drawn on the CPU so that a seed gives the same sketch on every device.
         omega = torch.randn(dim, r, dtype=torch.float64, generator=generator).to(device)
         omega, _ = torch.linalg.qr(omega)  # shape: (d, r)
         y = matmul(omega.to(dtype)).to(torch.float64)  # shape: (d, r)
-        # Stabilizing shift (Tropp et al., 2017, Alg. 3).
-        nu = torch.finfo(dtype).eps * dim**0.5 * torch.linalg.matrix_norm(y, ord=2)
+        # Stabilizing shift (Tropp et al., 2017, Alg. 3); ||Y||₂ from the small Gram YᵀY.
+        y_norm = torch.linalg.eigvalsh(y.mT @ y)[-1].clamp_min(0.0).sqrt()
+        nu = torch.finfo(dtype).eps * dim**0.5 * y_norm
         nu = torch.clamp(nu, min=torch.finfo(torch.float64).tiny)
         y_nu = y + nu * omega
         core = omega.mT @ y_nu
