@@ -41,7 +41,7 @@ app: $(STAMP)  ## Set up, then run the app on http://localhost:8501 (override: P
 	@# Train the Adapt page's source model into the checkpoint cache first (a no-op once
 	@# cached), so the first page view does not wait for training.
 	$(BIN)/python -m ntkcore.zoo build --only sinusoids-mlp
-	$(BIN)/streamlit run app/streamlit_app.py --server.port $(PORT)
+	$(BIN)/python app/launch.py --server.port $(PORT)
 
 test: $(STAMP)  ## Set up, then run the whole test suite and ruff
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

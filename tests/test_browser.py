@@ -73,14 +73,14 @@ def _healthy(url: str) -> bool:
 def app_url(
     repo_root: Path, ntkcore_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Serve app/streamlit_app.py on a free local port for the module's tests."""
+    """Serve the app as ``make app`` does (app/launch.py) on a free local port."""
     _require_chromium()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
     env = os.environ | {"NTKCORE_CACHE": str(ntkcore_cache)}
     command = [
-        sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py",
+        sys.executable, "app/launch.py",
         "--server.port", str(port),
         "--server.address", "127.0.0.1",
         "--server.headless", "true",
