@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
-from ntkcore.linearization import Linearization
+from ntkcore.linearization import Linearization, as_linearization, chunk_slices
 
 __all__ = [
     "LIKELIHOODS",
@@ -217,34 +217,6 @@ def output_fisher(f: Tensor, likelihood: str = "gaussian", *, scale_floor: float
 
 
 # ---------------------------------------------------------------------------- validation
-def _as_linearization(model_or_lin: object) -> Linearization:
-    if isinstance(model_or_lin, Linearization):
-        return model_or_lin
-    if isinstance(model_or_lin, nn.Module):
-        return Linearization(model_or_lin)
-    raise ValueError(
-        "model_or_lin must be a torch.nn.Module or an ntkcore Linearization, got "
-        f"{type(model_or_lin).__name__}"
-    )
-
-
-def _check_x(lin: Linearization, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        x = torch.as_tensor(x)
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(
-            f"x must have a leading batch dimension with at least one point, got shape "
-            f"{tuple(x.shape)}"
-        )
-    if x.is_floating_point() or x.is_complex():
-        x = x.to(device=lin.device, dtype=lin.dtype)
-        if not torch.isfinite(x).all():
-            raise ValueError("x contains non-finite values (nan or inf)")
-    else:
-        x = x.to(device=lin.device)
-    return x
-
-
 def _check_v(lin: Linearization, v: object) -> Tensor:
     if not isinstance(v, Tensor):
         v = torch.as_tensor(v)
@@ -269,11 +241,6 @@ def _check_eps(eps: object) -> float | None:
     if not math.isfinite(eps) or eps <= 0:
         raise ValueError(f"eps must be a positive float or None, got {eps!r}")
     return float(eps)
-
-
-def _chunks(n: int, chunk: int | None) -> list[slice]:
-    c = n if chunk is None else chunk
-    return [slice(i, min(i + c, n)) for i in range(0, n, c)]
 
 
 # ---------------------------------------------------------------------------- functional model
@@ -406,7 +373,7 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
         # ∇_{f'} KL / ε ≈ Λ J v̂; central differences halve a difference of two steps.
         weights = norms / (n * eps * (2.0 if central else 1.0))
     parts = []
-    for s in _chunks(n, chunk):
+    for s in chunk_slices(n, chunk):
         xc = x[s]
         if method == "exact":
             fn = lambda xc=xc: lin.flatten(  # noqa: E731
@@ -495,8 +462,8 @@ def fisher_vp(
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     floor = _check_scale_floor(scale_floor)
-    lin = _as_linearization(model_or_lin)
-    x = _check_x(lin, x)
+    lin = as_linearization(model_or_lin)
+    x = lin.prepare_inputs(x)
     v = _check_v(lin, v)
     _check_output_dim(likelihood, lin.output_dim(x))
     chunk = chunk_size if chunk_size is not None else lin.chunk_size

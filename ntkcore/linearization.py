@@ -22,7 +22,7 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ntkcore.parameters import ParameterFilter, ParameterLayout, select_parameters
 
-__all__ = ["Linearization"]
+__all__ = ["Linearization", "as_linearization", "chunk_slices"]
 
 # Bytes of explicit Jacobian rows materialized at once when no chunk_size is given.
 _DEFAULT_JACOBIAN_BYTES = 256 * 2**20
@@ -184,8 +184,7 @@ class Linearization:
         return x
 
     def _chunks(self, n: int, chunk: int | None) -> list[slice]:
-        c = n if chunk is None else chunk
-        return [slice(i, min(i + c, n)) for i in range(0, n, c)]
+        return chunk_slices(n, chunk)
 
     def _jacobian_chunk_size(self, n: int, o: int) -> int:
         if self.chunk_size is not None:
@@ -399,3 +398,26 @@ class Linearization:
         return torch.cat(
             [b @ b.transpose(-1, -2) for _, b in self.jacobian_blocks(x)], dim=0
         )
+
+
+def chunk_slices(n: int, chunk: int | None) -> list[slice]:
+    """Consecutive slices of at most ``chunk`` items covering ``range(n)`` (all if None)."""
+    c = n if chunk is None else chunk
+    return [slice(i, min(i + c, n)) for i in range(0, n, c)]
+
+
+def as_linearization(model_or_lin: nn.Module | Linearization, **kw: object) -> Linearization:
+    """Wrap a module in a :class:`Linearization` (a Linearization passes through)."""
+    if isinstance(model_or_lin, Linearization):
+        if kw:
+            raise ValueError(
+                f"options {sorted(kw)} apply when wrapping a module; this is already a "
+                "Linearization"
+            )
+        return model_or_lin
+    if isinstance(model_or_lin, nn.Module):
+        return Linearization(model_or_lin, **kw)  # type: ignore[arg-type]
+    raise ValueError(
+        "model_or_lin must be a torch.nn.Module or a Linearization (ntkcore), got "
+        f"{type(model_or_lin).__name__}"
+    )

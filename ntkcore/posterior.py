@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.fisher import fisher_vp
-from ntkcore.linearization import Linearization
+from ntkcore.linearization import Linearization, as_linearization
 from ntkcore.solvers.cg import conjugate_gradients
 from ntkcore.solvers.nystrom import NystromApproximation, NystromPreconditioner
 from ntkcore.solvers.slq import logdet_slq
@@ -74,22 +74,6 @@ class Prediction:
         """(lower, upper) = mean ∓ num_std·stddev."""
         sd = self.stddev
         return self.mean - num_std * sd, self.mean + num_std * sd
-
-
-def as_linearization(model_or_lin: nn.Module | Linearization, **kw: Any) -> Linearization:
-    """Wrap a module in a :class:`Linearization` (a Linearization passes through)."""
-    if isinstance(model_or_lin, Linearization):
-        if kw:
-            raise ValueError(
-                f"options {sorted(kw)} apply when wrapping a module; this is already a "
-                "Linearization"
-            )
-        return model_or_lin
-    if isinstance(model_or_lin, nn.Module):
-        return Linearization(model_or_lin, **kw)
-    raise ValueError(
-        f"expected a torch.nn.Module or a Linearization, got {type(model_or_lin).__name__}"
-    )
 
 
 def _available_memory(device: torch.device) -> int:
