@@ -300,11 +300,17 @@ class Linearization:
 
             def fn(xc: Tensor = xc, uc: Tensor = uc) -> Tensor:
                 _, pullback = vjp(lambda th: self.functional_forward(th, xc), self._theta)
-                if batched:
-                    (g,) = vmap(pullback)(uc)
-                else:
-                    (g,) = pullback(uc)
-                return self.layout.flatten(g)
+                if not batched:
+                    return self.layout.flatten(pullback(uc)[0])
+                if self.device.type == "cpu":
+                    # One forward, then the pullback once per vector: on 1 CPU thread this
+                    # cost 1.3 (PreResNet-20, n = 64) and 1.6 (MLP, p = 670k, n = 256)
+                    # forward passes per vector at k = 8–32, against 4.0–4.5 and 2.1 for
+                    # vmap(pullback). On GPUs the vmapped pullback batches better.
+                    return torch.stack(
+                        [self.layout.flatten(pullback(uc[i])[0]) for i in range(uc.shape[0])]
+                    )
+                return self.layout.flatten(vmap(pullback)(uc)[0])
 
             g = self.evaluate(fn, xc).detach()
             total = g if total is None else total.add_(g)
