@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -243,22 +243,6 @@ def _check_eps(eps: object) -> float | None:
     return float(eps)
 
 
-# ---------------------------------------------------------------------------- functional model
-def _functional(lin: Linearization) -> Callable[[Mapping[str, Tensor], Tensor], Tensor]:
-    """f(x; θ) as a pure function of the named linearized parameters, shape ``(n, o)``.
-
-    This is the function that ``lin.jvp`` and ``lin.vjp`` differentiate (the
-    Linearization's snapshot of the other parameters and buffers); callers run it inside
-    :func:`_evaluate`, which puts the model in eval mode.
-    """
-    return lin.functional_forward
-
-
-def _evaluate(lin: Linearization, fn: Callable[[], Tensor], x: Tensor) -> Tensor:
-    """Run ``fn`` with the model in eval mode, translating model errors to ValueError."""
-    return lin.evaluate(fn, x)
-
-
 @contextlib.contextmanager
 def _full_float32(device: torch.device) -> Iterator[None]:
     """Turn TF32 off for CUDA matmuls and convolutions for the duration (restored after).
@@ -355,7 +339,7 @@ def _fvp_chunk_autograd(fwd, lin, xc, v, likelihood, floor, scale):
 
 def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
     """F v for a batch ``v`` of shape (k, p); validated inputs."""
-    fwd = _functional(lin)
+    fwd = lin.functional_forward
     n = x.shape[0]
     theta_flat = lin.parameter_vector()
     theta = lin.unflatten(theta_flat)
@@ -389,7 +373,7 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
             fn = lambda xc=xc: _fvp_chunk_autograd(  # noqa: E731
                 fwd, lin, xc, v, likelihood, floor, 1.0 / n
             )
-        parts.append(_evaluate(lin, fn, xc).detach())
+        parts.append(lin.evaluate(fn, xc).detach())
     if len(parts) == 1:
         return parts[0].to(v.dtype)
     total = torch.zeros(v.shape, dtype=torch.float64, device=v.device)

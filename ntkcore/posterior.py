@@ -384,17 +384,19 @@ def _fit_iterative(
         what=f"{space}-space system (JJᵀ + cI)" if space == "function" else "weight-space system",
         residual_matmul=exact_system if space == "parameter" and fisher == "fd" else None,
     )
+    # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
+    # below is an upper bound that is exact when U spans range(J).
     if space == "function":
-        weights = vjp_cols(z).reshape(-1).to(_F64)
         basis = nystrom.eigenvectors  # shape: (N, r), orthonormal
+        # One batched reverse pass for w̄ = Jᵀz and UᵀJ together.
+        both = vjp_cols(torch.cat([z, basis.to(dtype)], dim=1)).mT.to(_F64)  # (1 + r, p)
+        weights, w_rows = both[0], both[1:]
     else:
         weights = z.reshape(-1).to(_F64)
         # Function-space basis spanning J V (V: top eigenvectors of JᵀJ).
         jv = jvp_cols(nystrom.eigenvectors.to(dtype)).to(_F64)  # shape: (N, r)
         basis, _ = torch.linalg.qr(jv)
-    # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
-    # below is an upper bound that is exact when U spans range(J).
-    w_rows = vjp_cols(basis.to(dtype)).mT.to(_F64)  # shape: (r, p) = UᵀJ
+        w_rows = vjp_cols(basis.to(dtype)).mT.to(_F64)  # shape: (r, p) = UᵀJ
     core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=lin.device)
     chol = torch.linalg.cholesky(core)
     factor = torch.linalg.solve_triangular(chol, w_rows, upper=False)  # shape: (r, p)
