@@ -8,16 +8,80 @@ SIAM J. Matrix Anal. Appl.) removes the top-r eigenvalues from the condition num
 using one batched sketch G Ω of r products. linear_operator ships a pivoted-Cholesky
 preconditioner, but it needs r *sequential* kernel columns (one matvec each), whereas
 the sketch is one batched product through ``vmap``.
+
+The rank r that CG needs is about the number of eigenvalues of G above μ, which is not
+known in advance. :meth:`NystromApproximation.adaptive` finds it as Frangella et al.
+(2023, Sec. 5.4) suggest: sketch a block, double the total rank while the smallest
+Nyström eigenvalue λ̂_r is above a threshold, and reuse every product already made.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 Matmul = Callable[[Tensor], Tensor]  # (d, k) -> (d, k)
+_F64 = torch.float64
+
+
+@dataclass(frozen=True)
+class SketchRound:
+    """One round of the adaptive sketch: the total rank and its smallest eigenvalue λ̂_r."""
+
+    rank: int
+    smallest_eigenvalue: float
+    seconds: float
+
+
+def _draw_block(
+    dim: int,
+    k: int,
+    previous: Tensor | None,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    """k new orthonormal test vectors, orthogonal to the columns of ``previous``.
+
+    Drawn on the CPU in float64 so that a seed gives the same sketch on every device;
+    without ``previous`` this is exactly the QR of a Gaussian (d × k) matrix.
+    """
+    block = torch.randn(dim, k, dtype=_F64, generator=generator).to(device)
+    if previous is not None:
+        # Block Gram–Schmidt, twice ("twice is enough", Giraud et al., 2005).
+        for _ in range(2):
+            block = block - previous @ (previous.mT @ block)
+    block, _ = torch.linalg.qr(block)
+    return block
+
+
+def _factorize(omega: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Eigenpairs (U, λ) of the Nyström approximation G Ω (Ωᵀ G Ω)⁺ Ωᵀ G.
+
+    Numerically stable form of Tropp et al. (2017, Alg. 3) with the shift
+    ν = eps(dtype) √d ‖Y‖₂, Y = G Ω, both (d × r) in float64. The eigenvalues are
+    clamped at zero and sorted in descending order.
+    """
+    dim, r = omega.shape
+    # ||Y||₂ from the small Gram YᵀY.
+    y_norm = torch.linalg.eigvalsh(y.mT @ y)[-1].clamp_min(0.0).sqrt()
+    nu = torch.finfo(dtype).eps * dim**0.5 * y_norm
+    nu = torch.clamp(nu, min=torch.finfo(_F64).tiny)
+    y_nu = y + nu * omega
+    core = omega.mT @ y_nu
+    core = 0.5 * (core + core.mT)
+    chol, info = torch.linalg.cholesky_ex(core)
+    jitter, eye = nu, torch.eye(r, dtype=core.dtype, device=core.device)
+    while int(info) != 0:  # Ωᵀ G Ω lost definiteness to rounding: add jitter
+        jitter = jitter * 10
+        chol, info = torch.linalg.cholesky_ex(core + jitter * eye)
+    b = torch.linalg.solve_triangular(chol, y_nu.mT, upper=False).mT  # shape: (d, r)
+    u, s, _ = torch.linalg.svd(b, full_matrices=False)
+    return u, torch.clamp(s.square() - nu, min=0.0)
 
 
 class NystromApproximation:
@@ -42,6 +106,14 @@ class NystromApproximation:
         U, shape (d, r), orthonormal columns.
     eigenvalues : Tensor
         λ, shape (r,), non-negative, descending.
+    rank : int
+        r.
+    rounds : list of SketchRound
+        One entry for a fixed rank; one per doubling for :meth:`adaptive`.
+    stop_reason : str
+        Why the sketch stopped growing: ``"fixed rank"``, or for :meth:`adaptive`
+        ``"threshold"`` (λ̂_r <= threshold), ``"dimension"`` (r = d, exact) or
+        ``"max_rank"``.
     """
 
     def __init__(
@@ -54,32 +126,90 @@ class NystromApproximation:
         device: torch.device,
         generator: torch.Generator | None = None,
     ) -> None:
-        r = int(min(rank, dim))
-        if r < 1:
-            raise ValueError(f"Nyström rank must be >= 1, got {rank}")
-        # Drawn on the CPU so that a seed gives the same sketch on every device.
-        omega = torch.randn(dim, r, dtype=torch.float64, generator=generator).to(device)
-        omega, _ = torch.linalg.qr(omega)  # shape: (d, r)
-        y = matmul(omega.to(dtype)).to(torch.float64)  # shape: (d, r)
-        # Stabilizing shift (Tropp et al., 2017, Alg. 3); ||Y||₂ from the small Gram YᵀY.
-        y_norm = torch.linalg.eigvalsh(y.mT @ y)[-1].clamp_min(0.0).sqrt()
-        nu = torch.finfo(dtype).eps * dim**0.5 * y_norm
-        nu = torch.clamp(nu, min=torch.finfo(torch.float64).tiny)
-        y_nu = y + nu * omega
-        core = omega.mT @ y_nu
-        core = 0.5 * (core + core.mT)
-        chol, info = torch.linalg.cholesky_ex(core)
-        jitter, eye = nu, torch.eye(r, dtype=core.dtype, device=device)
-        while int(info) != 0:  # Ωᵀ G Ω lost definiteness to rounding: add jitter
-            jitter = jitter * 10
-            chol, info = torch.linalg.cholesky_ex(core + jitter * eye)
-        b = torch.linalg.solve_triangular(chol, y_nu.mT, upper=False).mT  # shape: (d, r)
-        u, s, _ = torch.linalg.svd(b, full_matrices=False)
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"Nyström rank must be a positive int, got {rank!r}")
+        t0 = time.perf_counter()
+        omega = _draw_block(dim, min(rank, dim), None, generator, device)  # shape: (d, r)
+        y = matmul(omega.to(dtype)).to(_F64)  # shape: (d, r)
+        self._set(omega, y, dtype, dim)
+        self.rounds = [SketchRound(self.rank, self.smallest, time.perf_counter() - t0)]
+        self.stop_reason = "fixed rank"
+
+    def _set(self, omega: Tensor, y: Tensor, dtype: torch.dtype, dim: int) -> None:
+        u, lam = _factorize(omega, y, dtype)
         self.eigenvectors: Tensor = u
-        self.eigenvalues: Tensor = torch.clamp(s.square() - nu, min=0.0)
-        self.rank = r
+        self.eigenvalues: Tensor = lam
+        self.rank = int(lam.numel())
         self.dim = dim
         self.dtype = dtype
+
+    @property
+    def smallest(self) -> float:
+        """λ̂_r, the smallest eigenvalue of the approximation."""
+        return float(self.eigenvalues[-1])
+
+    @classmethod
+    def adaptive(
+        cls,
+        matmul: Matmul,
+        dim: int,
+        *,
+        threshold: float,
+        initial_rank: int = 32,
+        max_rank: int = 512,
+        dtype: torch.dtype,
+        device: torch.device,
+        generator: torch.Generator | None = None,
+    ) -> NystromApproximation:
+        r"""Grow the sketch until its smallest eigenvalue λ̂_r is at most ``threshold``.
+
+        Ranks ``initial_rank``, 2·``initial_rank``, 4·``initial_rank``, … capped at
+        min(``max_rank``, d). Each round draws only the new test vectors (orthogonal to
+        the previous ones), so the total cost is one product per column of the final
+        sketch; the small factorization is recomputed each round. λ̂_r underestimates
+        λ_r(G) (Nyström approximates from below), and a preconditioner of rank r with
+        λ_{r+1}(G) <= μ bounds the condition number of CG by about 2 (Frangella et al.,
+        2023, Prop. 5.3 and Sec. 5.4.2), hence ``threshold`` = μ for solving.
+
+        Parameters
+        ----------
+        threshold : float
+            Stop once λ̂_r <= threshold (must be positive and finite).
+        initial_rank : int
+            Size of the first block.
+        max_rank : int
+            Cap on the total rank.
+        """
+        for name, value in (("initial_rank", initial_rank), ("max_rank", max_rank)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold must be positive and finite, got {threshold!r}")
+        cap = min(max_rank, dim)
+        self = cls.__new__(cls)
+        self.rounds = []
+        omega: Tensor | None = None
+        y: Tensor | None = None
+        target = min(initial_rank, cap)
+        while True:
+            t0 = time.perf_counter()
+            have = 0 if omega is None else omega.shape[1]
+            block = _draw_block(dim, target - have, omega, generator, device)
+            y_block = matmul(block.to(dtype)).to(_F64)
+            omega = block if omega is None else torch.cat([omega, block], dim=1)
+            y = y_block if y is None else torch.cat([y, y_block], dim=1)
+            self._set(omega, y, dtype, dim)
+            self.rounds.append(SketchRound(self.rank, self.smallest, time.perf_counter() - t0))
+            if self.smallest <= threshold:
+                self.stop_reason = "threshold"
+            elif self.rank >= dim:
+                self.stop_reason = "dimension"
+            elif self.rank >= cap:
+                self.stop_reason = "max_rank"
+            else:
+                target = min(2 * self.rank, cap)
+                continue
+            return self
 
 
 class NystromPreconditioner:
