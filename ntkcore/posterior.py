@@ -182,9 +182,19 @@ class Posterior:
     def predict(self, x: Tensor, *, variance: bool = True) -> Prediction:
         """Latent predictive mean and variance at ``x`` (Eq. 3), each of shape (m, o).
 
-        Variances come from per-sample Jacobians of the test points (batched with
-        ``vmap``, chunked by the linearization's ``chunk_size``) and the cached
-        covariance factor: no linear solve per test point.
+        Variances come from per-sample Jacobians J* of the test points (batched with
+        ``vmap``, in blocks bounded by the linearization's ``chunk_size``) and the cached
+        covariance factor F (r × p): no linear solve per test point. Per block, one
+        float64 GEMM [w̄; F] J*ᵀ gives the means and the projections, and
+        var = s² (‖J*‖² − ‖F J*ᵀ‖²) (or s² ‖F J*ᵀ‖² for the direct form).
+
+        The GEMM stays in float64 even for float32 models. The subtraction cancels
+        where the posterior variance is far below the prior variance, and a float32 GEMM
+        (float32 accumulation) made the variances 6e-4 to 2e-3 relatively wrong on the
+        scaling benchmark's MLP (prior/posterior variance ratios 1e2–2e3), against 1e-6
+        in float64 (``benchmarks/RESULTS.md``). Blocks of float32 Jacobians are copied
+        into one reused float64 buffer: a fresh float64 tensor per block cost 12× the copy
+        in page faults on the CPU (370 ms vs 30 ms for 203 × 330k).
         """
         lin = self.linearization
         x = lin.prepare_inputs(x)
@@ -194,12 +204,18 @@ class Posterior:
             mean = lin.jvp(x, w.to(lin.dtype)).to(_F64)
         else:
             means, variances = [], []
-            factor = self._factor
+            rows = torch.cat([w.unsqueeze(0), self._factor], dim=0)  # shape: (1 + r, p)
+            buffer: Tensor | None = None
             for _, block in lin.jacobian_blocks(x):
                 c, o, p = block.shape
-                b = block.reshape(c * o, p).to(_F64)
-                means.append((b @ w).reshape(c, o))
-                proj = torch.linalg.vector_norm(b @ factor.mT, dim=-1).square()
+                b = block.reshape(c * o, p)
+                if b.dtype != _F64:
+                    if buffer is None or buffer.shape[0] < b.shape[0]:
+                        buffer = torch.empty(b.shape[0], p, dtype=_F64, device=b.device)
+                    b = buffer[: b.shape[0]].copy_(b)
+                g = rows @ b.mT  # shape: (1 + r, c·o)
+                means.append(g[0].reshape(c, o))
+                proj = torch.linalg.vector_norm(g[1:], dim=0).square()
                 if self._factor_form == "subtract":
                     v = torch.linalg.vector_norm(b, dim=-1).square() - proj
                 else:
@@ -331,6 +347,7 @@ def _fit_iterative(
     fisher: str = "exact",
     max_rank: int = 512,
     variance_tol: float = 0.1,
+    cache: str = "auto",
 ) -> tuple[Tensor, Tensor, Callable[[], tuple[float, float]], dict[str, Any]]:
     """Matrix-free posterior: Nyström-preconditioned CG in function or weight space.
 
@@ -342,11 +359,15 @@ def _fit_iterative(
     n_obs, p = n * o, lin.num_params
     dtype = lin.dtype
 
+    # Every product below is at the same x: keep the forward pass (and, on the CPU, the
+    # traced tangent program) across the sketch, CG and the variance factor.
+    at_x = lin.at(x, cache=cache)
+
     def jvp_cols(v: Tensor) -> Tensor:  # (p, k) -> (N, k)
-        return lin.jvp(x, v.mT).reshape(v.shape[-1], -1).mT
+        return at_x.jvp(v.mT).reshape(v.shape[-1], -1).mT
 
     def vjp_cols(u: Tensor) -> Tensor:  # (N, k) -> (p, k)
-        return lin.vjp(x, u.mT.reshape(u.shape[-1], n, o)).mT
+        return at_x.vjp(u.mT.reshape(u.shape[-1], n, o)).mT
 
     if space == "function":
         dim = n_obs

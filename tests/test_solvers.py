@@ -455,3 +455,116 @@ def test_preconditioned_slq_estimates_the_log_determinant() -> None:
         est, se = slq(lambda v: precond.inv_sqrt(a @ precond.inv_sqrt(v)), d, seed=seed)
         total = precond.logdet() + est
         assert abs(total - exact) <= 4 * se, (seed, total, exact, se)
+
+
+# --------------------------------------------------------------------------- adaptive rank
+def gap_spectrum(d: int, big: int, seed: int = 0) -> Tensor:
+    """``big`` eigenvalues from 1e4 down to 1 (geometric), then a tail at 1e-6."""
+    lam = torch.full((d,), 1e-6, dtype=F64)
+    lam[:big] = torch.logspace(4, 0, big, dtype=F64)
+    return lam
+
+
+class Columns(Counted):
+    """Counts the columns (products) passed to the matmul as well as the calls."""
+
+    def __init__(self, a: Tensor) -> None:
+        super().__init__(a)
+        self.columns: list[int] = []
+
+    def __call__(self, v: Tensor) -> Tensor:
+        self.columns.append(v.shape[1])
+        return super().__call__(v)
+
+
+def adaptive(
+    g: Tensor, threshold: float, seed: int = 0, matmul: Callable[[Tensor], Tensor] | None = None,
+    **kw,
+) -> NystromApproximation:
+    return NystromApproximation.adaptive(
+        matmul or (lambda v: g @ v),
+        g.shape[0],
+        threshold=threshold,
+        dtype=F64,
+        device=CPU,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(("big", "expected"), [(20, 32), (50, 64), (100, 128)])
+def test_adaptive_rank_stops_at_the_first_doubling_past_the_shift(big: int, expected: int) -> None:
+    d, shift = 300, 1e-2
+    g = psd_with_spectrum(gap_spectrum(d, big), seed=20)
+    lam = torch.linalg.eigvalsh(g).flip(0)  # the independent reference
+    assert int((lam > shift).sum()) == big
+    # the first rank of the sequence 32, 64, 128, ... whose r-th eigenvalue is below μ
+    first = next(r for r in (32, 64, 128, 256) if float(lam[r - 1]) <= shift)
+    assert first == expected
+    prod = Columns(g)
+    approx = adaptive(g, shift, matmul=prod, max_rank=512)
+    assert approx.rank == expected
+    assert approx.stop_reason == "threshold"
+    assert approx.smallest <= shift
+    assert [rd.rank for rd in approx.rounds] == [r for r in (32, 64, 128) if r <= expected]
+    assert all(rd.smallest_eigenvalue > shift for rd in approx.rounds[:-1])
+    # products are reused: each round only sketches its new columns
+    assert sum(prod.columns) == expected
+    assert prod.columns == [32] + [r // 2 for r in (64, 128) if r <= expected]
+    # the captured top eigenvalues are the true ones
+    torch.testing.assert_close(approx.eigenvalues[:big], lam[:big], rtol=1e-4, atol=0)
+    u = approx.eigenvectors
+    torch.testing.assert_close(u.mT @ u, torch.eye(expected, dtype=F64), rtol=0, atol=1e-10)
+
+
+def test_adaptive_first_round_is_the_fixed_rank_sketch() -> None:
+    g = psd_with_spectrum(gap_spectrum(100, 40), seed=21)
+    approx = adaptive(g, 1e-2, seed=5, max_rank=32)
+    fixed = nystrom(g, 32, seed=5)
+    assert approx.stop_reason == "max_rank" and approx.rank == 32
+    torch.testing.assert_close(approx.eigenvalues, fixed.eigenvalues, rtol=1e-12, atol=0)
+
+
+def test_adaptive_rank_is_capped_by_max_rank_and_the_dimension() -> None:
+    # slowly decaying spectrum: λ̂_r stays above the threshold
+    g = psd_with_spectrum(torch.linspace(1.0, 2.0, 150, dtype=F64), seed=22)
+    capped = adaptive(g, 1e-3, max_rank=100)
+    assert capped.stop_reason == "max_rank"
+    assert [rd.rank for rd in capped.rounds] == [32, 64, 100]
+    assert capped.smallest > 1e-3
+    full = adaptive(g, 1e-3, max_rank=1000)
+    assert full.stop_reason == "dimension"
+    assert [rd.rank for rd in full.rounds] == [32, 64, 128, 150]
+    # at r = d the approximation is exact
+    recon = (full.eigenvectors * full.eigenvalues) @ full.eigenvectors.mT
+    assert rel(recon, g) <= 1e-10
+    small = adaptive(g[:20, :20].contiguous(), 1e-3)
+    assert small.rank == 20 and small.stop_reason == "dimension"
+
+
+def test_adaptive_matches_a_fixed_sketch_of_the_same_rank_in_quality() -> None:
+    d, rank = 200, 64
+    lam = geometric_spectrum(d, 0.9, top=10.0)
+    g = psd_with_spectrum(lam, seed=23)
+    approx = adaptive(g, 1e-12, max_rank=rank)  # two rounds: 32 + 32 columns
+    assert approx.rank == rank and len(approx.rounds) == 2
+    u, ev = approx.eigenvectors, approx.eigenvalues
+    err = torch.linalg.eigvalsh(g - (u * ev) @ u.mT)
+    assert float(err.min()) >= -1e-12 * float(lam.max())  # still a lower bound on G
+    k = rank // 2  # Tropp et al. (2017, Thm. 4.1) bound, as for the one-shot sketch
+    assert float(err.sum()) <= (1 + k / (rank - k - 1)) * float(lam[k:].sum())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"threshold": 1.0, "initial_rank": 0}, "initial_rank"),
+        ({"threshold": 1.0, "max_rank": 0}, "max_rank"),
+        ({"threshold": 1.0, "max_rank": 2.5}, "max_rank"),
+    ],
+)
+def test_adaptive_bad_options_raise(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        NystromApproximation.adaptive(lambda v: v, 10, dtype=F64, device=CPU, **kwargs)
