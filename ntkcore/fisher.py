@@ -75,6 +75,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,8 @@ from ntkcore.linearization import Linearization, as_linearization, chunk_slices
 __all__ = [
     "LIKELIHOODS",
     "METHODS",
+    "StepCalibration",
+    "calibrate_eps",
     "default_eps",
     "fisher_vp",
     "output_fisher",
@@ -95,6 +98,13 @@ __all__ = [
 # Constants of the automatic step (module docstring); set from measurements.
 _C_FORWARD = 1.5
 _C_CENTRAL = 0.25
+# Central differences evaluate θ + εv and θ − _CENTRAL_RATIO·εv (compensated; see _fd_points).
+_CENTRAL_RATIO = 2.0
+# Step calibration (eps="auto"): data points used, and the candidate steps as powers of two
+# times the forward-difference rule.
+_CALIBRATION_POINTS = 16
+_CALIBRATION_POWERS = tuple(range(-2, 6))
+_CALIBRATION_SLACK = 1.25
 
 #: Likelihoods accepted by :func:`fisher_vp`.
 LIKELIHOODS: tuple[str, ...] = ("gaussian", "categorical", "heteroscedastic")
@@ -233,13 +243,13 @@ def _check_v(lin: Linearization, v: object) -> Tensor:
     return v
 
 
-def _check_eps(eps: object) -> float | None:
-    if eps is None:
-        return None
+def _check_eps(eps: object) -> float | str | None:
+    if eps is None or eps == "auto":
+        return eps  # type: ignore[return-value]
     if isinstance(eps, bool) or not isinstance(eps, int | float):
-        raise ValueError(f"eps must be a positive float or None, got {eps!r}")
+        raise ValueError(f"eps must be a positive float, 'auto' or None, got {eps!r}")
     if not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a positive float or None, got {eps!r}")
+        raise ValueError(f"eps must be a positive float, 'auto' or None, got {eps!r}")
     return float(eps)
 
 
@@ -302,7 +312,42 @@ def _fvp_chunk_exact(fwd, theta, xc, tangents, likelihood, floor, weights):
     return g
 
 
-def _fvp_chunk_fd(fwd, lin, theta, theta_flat, xc, unit, steps, likelihood, floor, weights):
+def _fd_points(
+    theta_flat: Tensor, theta_wide: Tensor, u: Tensor, eps: float, central: bool
+) -> tuple[list[Tensor], tuple[float, ...]]:
+    """Perturbed parameter vectors of one unit direction ``u`` and the weights of their passes.
+
+    Forward differences: θ₁ = fl(θ + εu), weight 1/ε. Central differences (compensated,
+    module docstring): θ₁ as above with its exact offset δ₁ = θ₁ − θ and rounding residual
+    r₁ = u − δ₁/ε (both in float64), and θ₂ = fl(θ − tδ₁ − t(t+1)ε r₁) with t = 2;
+    weights α = t / ((1 + t)ε) and β = −α/t², so that αδ₁ + βδ₂ = u up to the rounding of
+    θ₂ divided by t(1 + t), and αδ₁δ₁ᵀ + βδ₂δ₂ᵀ = O(ε² ‖r₁‖) (second order).
+    """
+    p1 = theta_flat.add(u, alpha=eps)
+    if not central:
+        return [p1], (1.0 / eps,)
+    t = _CENTRAL_RATIO
+    # θ − tδ₁ − t(t+1)ε r₁ = (1 − t²)θ + t²θ₁ − t(t+1)ε u, in float64 (exact up to the last
+    # term's rounding, far below float32's)
+    p2 = p1.to(theta_wide.dtype).mul_(t * t).add_(theta_wide, alpha=1.0 - t * t)
+    p2 = p2.add_(u.to(theta_wide.dtype), alpha=-t * (t + 1) * eps).to(theta_flat.dtype)
+    alpha = t / ((1.0 + t) * eps)
+    return [p1, p2], (alpha, -alpha / t**2)
+
+
+def _fd_output_grad(fwd, lin, f0, theta_flat, theta_wide, xc, u, eps, central, likelihood, floor):
+    """Σ_passes weight · ∇_{f'} KL(f(θ) ‖ f(θ_pass)) ≈ Λ J u for one direction, float64."""
+    points, weights = _fd_points(theta_flat, theta_wide, u, eps, central)
+    g = None
+    for point, w in zip(points, weights, strict=True):
+        gs = _kl_output_grad(f0, fwd(lin.unflatten(point), xc).double(), likelihood, floor) * w
+        g = gs if g is None else g + gs
+    return g
+
+
+def _fvp_chunk_fd(
+    fwd, lin, theta, theta_flat, theta_wide, xc, unit, eps, central, likelihood, floor, weights
+):
     """Finite-difference KL gradient of one chunk, pulled back through J(θ)ᵀ (see fd)."""
     f, pullback = vjp(lambda th: fwd(th, xc), theta)
     f0 = f.detach().double()
@@ -310,11 +355,14 @@ def _fvp_chunk_fd(fwd, lin, theta, theta_flat, xc, unit, steps, likelihood, floo
         # One plain forward pass per perturbed θ. (A vmap over perturbed weights batches
         # inputs *and* weights of every convolution, which runs as a grouped convolution:
         # 2.2x slower per vector than this loop for PreResNet-20 on a CPU.)
-        g = None
-        for step in steps:  # (ε,) forward or (ε, −ε) central differences
-            fp = torch.stack([fwd(lin.unflatten(theta_flat.add(u, alpha=step)), xc) for u in unit])
-            gs = _kl_output_grad(f0, fp.double(), likelihood, floor)
-            g = gs if g is None else g - gs
+        g = torch.stack(
+            [
+                _fd_output_grad(
+                    fwd, lin, f0, theta_flat, theta_wide, xc, u, eps, central, likelihood, floor
+                )
+                for u in unit
+            ]
+        )
         cot = (g * weights[:, None, None]).to(f.dtype)
     (out,) = vmap(pullback)(cot)
     return out
@@ -353,9 +401,12 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
         if eps is None:
             theta_norm = float(torch.linalg.vector_norm(theta_flat, dtype=torch.float64))
             eps = default_eps(theta_norm, lin.dtype, central)
-        steps = (eps, -eps) if central else (eps,)
-        # ∇_{f'} KL / ε ≈ Λ J v̂; central differences halve a difference of two steps.
-        weights = norms / (n * eps * (2.0 if central else 1.0))
+        elif eps == "auto":
+            probe = int(torch.argmax(norms))  # a nonzero row when there is one
+            eps = _calibrate(lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS).eps
+        theta_wide = theta_flat.to(torch.float64)
+        # the pass weights hold 1/ε; scale back the unit directions and average over points
+        weights = norms / n
     parts = []
     for s in chunk_slices(n, chunk):
         xc = x[s]
@@ -366,7 +417,18 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
         elif method == "fd":
             fn = lambda xc=xc: lin.flatten(  # noqa: E731
                 _fvp_chunk_fd(
-                    fwd, lin, theta, theta_flat, xc, unit, steps, likelihood, floor, weights
+                    fwd,
+                    lin,
+                    theta,
+                    theta_flat,
+                    theta_wide,
+                    xc,
+                    unit,
+                    eps,
+                    central,
+                    likelihood,
+                    floor,
+                    weights,
                 )
             )
         else:
@@ -382,6 +444,168 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
     return total.to(v.dtype)
 
 
+# ---------------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class StepCalibration:
+    """Result of :func:`calibrate_eps`.
+
+    Attributes
+    ----------
+    eps : float
+        The chosen step (the candidate with the smallest measured error).
+    central : bool
+        Whether the steps are for (compensated) central differences.
+    candidates : tuple of float
+        The steps tried: :func:`default_eps` (forward rule) times 2^-2 .. 2^5.
+    errors : tuple of float
+        ‖Jᵀ(ĝ(ε) − Λ J v̂)‖ / ‖Jᵀ Λ J v̂‖ on the calibration points for each candidate,
+        where ĝ(ε) is the finite-difference KL gradient in output space and J v̂ the
+        forward-mode product (exact to float rounding).
+    points : int
+        Data points used.
+    """
+
+    eps: float
+    central: bool
+    candidates: tuple[float, ...]
+    errors: tuple[float, ...]
+    points: int
+
+
+def _calibrate(
+    lin: Linearization,
+    x: Tensor,
+    probe: Tensor,
+    likelihood: str,
+    central: bool,
+    floor: float,
+    points: int,
+) -> StepCalibration:
+    """Pick ε from a grid by the output-space error on ``points`` points (validated inputs)."""
+    fwd = lin.functional_forward
+    xm = x[:points]
+    theta_flat = lin.parameter_vector()
+    theta_wide = theta_flat.to(torch.float64)
+    theta = lin.unflatten(theta_flat)
+    norm = torch.linalg.vector_norm(probe, dtype=torch.float64)
+    if not norm > 0:  # no direction to calibrate on: the rule
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        probe = torch.randn(probe.shape, generator=gen, dtype=torch.float64)
+        norm = torch.linalg.vector_norm(probe)
+    unit = (probe.to(torch.float64) / norm).to(device=lin.device, dtype=lin.dtype)
+    base = default_eps(float(torch.linalg.vector_norm(theta_wide)), lin.dtype)
+    candidates = tuple(base * 2.0**j for j in _CALIBRATION_POWERS)
+
+    def run() -> Tensor:
+        f, pullback = vjp(lambda th: fwd(th, xm), theta)
+        with torch.no_grad():
+            jv = jvp(lambda th: fwd(th, xm), (theta,), (lin.unflatten(unit),))[1]
+            f0 = f.detach().double()
+            cots = [_apply_output_fisher(f0, jv.double(), likelihood, floor)]
+            for eps in candidates:
+                cots.append(
+                    _fd_output_grad(
+                        fwd,
+                        lin,
+                        f0,
+                        theta_flat,
+                        theta_wide,
+                        xm,
+                        unit,
+                        eps,
+                        central,
+                        likelihood,
+                        floor,
+                    )
+                )
+        # compare in parameter space, Jᵀ(ĝ − Λ J v̂): the error the products will have
+        # (the output-space error weights the components differently and picks steps up
+        # to 4x too short on AlexNet and PreResNet-20)
+        (pulled,) = vmap(pullback)(torch.stack(cots).to(f.dtype))
+        pulled = lin.flatten(pulled).detach().double()
+        ref = pulled[0]
+        return torch.linalg.vector_norm(pulled[1:] - ref, dim=-1) / torch.linalg.vector_norm(ref)
+
+    with _full_float32(lin.device):
+        errors = lin.evaluate(run, xm).cpu()
+    if not torch.isfinite(errors).all():
+        # Λ J v̂ = 0 on these points (or a non-finite pass): no information, keep the rule.
+        rule = default_eps(float(torch.linalg.vector_norm(theta_wide)), lin.dtype, central)
+        return StepCalibration(rule, central, candidates, tuple(errors.tolist()), xm.shape[0])
+    # The largest step within _CALIBRATION_SLACK of the smallest error: the estimate from one
+    # direction on a few points is noisy, and below the optimum the rounding error grows
+    # like 1/ε, above it the truncation only like ε^{1/2}..ε^2.
+    best = max(i for i, e in enumerate(errors.tolist()) if e <= _CALIBRATION_SLACK * errors.min())
+    return StepCalibration(
+        candidates[best], central, candidates, tuple(errors.tolist()), xm.shape[0]
+    )
+
+
+def calibrate_eps(
+    model_or_lin: nn.Module | Linearization,
+    x: Tensor,
+    *,
+    likelihood: str = "gaussian",
+    central: bool = False,
+    probe: Tensor | None = None,
+    points: int = _CALIBRATION_POINTS,
+    scale_floor: float = 0.0,
+) -> StepCalibration:
+    """Choose the step of ``fisher_vp(method="fd")`` for a network and data by measurement.
+
+    The error of the finite-difference product in float32 is rounding ∝ 1/ε plus
+    truncation, whose order depends on the network: O(ε) (forward) or O(ε²) (central) on
+    smooth networks, but ≈ O(ε^{1/2}) where ReLU or max-pool kinks are crossed (the
+    crossings add up like a random walk). No single rule fits both (module docstring); this
+    function measures instead. On the first ``points`` data points and one unit direction
+    v̂ it compares the output-space KL gradient ĝ(ε) of every candidate step — the
+    forward-difference rule :func:`default_eps` times 2^-2, 2^-1, …, 2^5 — with Λ J v̂
+    from a forward-mode Jacobian-vector product by their relative error in parameter space,
+    ‖Jᵀ(ĝ(ε) − Λ J v̂)‖ / ‖Jᵀ Λ J v̂‖ (the products' own error on those points), and
+    returns the largest step whose error is within 1.25x of the smallest (the estimate is
+    noisy, and below the optimum the error grows fastest). Cost on ``points`` points: one ``jvp``, 9 (central: 17)
+    forward passes and one reverse pass batched over 9 cotangents.
+
+    Parameters
+    ----------
+    model_or_lin : nn.Module or Linearization
+        The network or its linearization.
+    x : Tensor
+        Inputs ``(n, *input_shape)``; the first ``points`` are used.
+    likelihood : {"gaussian", "categorical", "heteroscedastic"}
+        The likelihood of the products the step is for.
+    central : bool
+        Calibrate for central differences.
+    probe : Tensor, optional
+        Direction ``(p,)`` (normalized here); default a seeded standard normal vector.
+    points : int
+        Data points used (at most n).
+    scale_floor : float
+        σ₀ of the heteroscedastic likelihood.
+
+    Returns
+    -------
+    StepCalibration
+        The chosen ``eps`` with the candidates and their measured errors.
+    """
+    likelihood = _check_likelihood(likelihood)
+    if not isinstance(central, bool):
+        raise ValueError(f"central must be a bool, got {central!r}")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:
+        raise ValueError(f"points must be a positive int, got {points!r}")
+    floor = _check_scale_floor(scale_floor)
+    lin = as_linearization(model_or_lin)
+    x = lin.prepare_inputs(x)
+    _check_output_dim(likelihood, lin.output_dim(x))
+    if probe is None:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        probe = torch.randn(lin.num_params, generator=gen, dtype=torch.float64)
+    probe = _check_v(lin, probe)
+    if probe.dim() != 1:
+        raise ValueError(f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}")
+    return _calibrate(lin, x, probe, likelihood, central, floor, points)
+
+
 # ---------------------------------------------------------------------------- public entry
 def fisher_vp(
     model_or_lin: nn.Module | Linearization,
@@ -390,7 +614,7 @@ def fisher_vp(
     *,
     likelihood: str = "gaussian",
     method: str = "fd",
-    eps: float | None = None,
+    eps: float | str | None = None,
     central: bool = False,
     chunk_size: int | None = None,
     scale_floor: float = 0.0,
@@ -412,11 +636,15 @@ def fisher_vp(
     method : {"fd", "exact", "autograd"}
         Finite-difference KL gradient (Eq. 5), Jᵀ Λ J v by forward then reverse mode, or
         double backward of the detached KL (the 2021 reference baseline).
-    eps : float, optional
-        Step of ``"fd"`` for unit-norm directions; default :func:`default_eps`.
+    eps : float or "auto", optional
+        Step of ``"fd"`` for unit-norm directions; default :func:`default_eps`. ``"auto"``
+        chooses it per call by :func:`calibrate_eps` on the first 16 points and the
+        largest row of ``v`` (one ``jvp`` and 8, central 16, forward passes on those
+        points); to reuse a calibration across calls, pass ``calibrate_eps(...).eps``.
     central : bool
-        ``"fd"`` only: central differences (two perturbed forward passes, still one
-        backward pass per vector; error O(ε²) on smooth networks).
+        ``"fd"`` only: compensated central differences (two perturbed forward passes,
+        still one backward pass per vector; error O(ε²) on smooth networks; module
+        docstring).
     chunk_size : int, optional
         Data points per chunk (bounds memory); default the Linearization's ``chunk_size``.
     scale_floor : float
