@@ -329,7 +329,7 @@ def _fd_points(
     t = _CENTRAL_RATIO
     # θ − tδ₁ − t(t+1)ε r₁ = (1 − t²)θ + t²θ₁ − t(t+1)ε u, in float64 (exact up to the last
     # term's rounding, far below float32's)
-    p2 = p1.to(theta_wide.dtype).mul_(t * t).add_(theta_wide, alpha=1.0 - t * t)
+    p2 = p1.to(theta_wide.dtype, copy=True).mul_(t * t).add_(theta_wide, alpha=1.0 - t * t)
     p2 = p2.add_(u.to(theta_wide.dtype), alpha=-t * (t + 1) * eps).to(theta_flat.dtype)
     alpha = t / ((1.0 + t) * eps)
     return [p1, p2], (alpha, -alpha / t**2)
@@ -563,8 +563,8 @@ def calibrate_eps(
     from a forward-mode Jacobian-vector product by their relative error in parameter space,
     ‖Jᵀ(ĝ(ε) − Λ J v̂)‖ / ‖Jᵀ Λ J v̂‖ (the products' own error on those points), and
     returns the largest step whose error is within 1.25x of the smallest (the estimate is
-    noisy, and below the optimum the error grows fastest). Cost on ``points`` points: one ``jvp``, 9 (central: 17)
-    forward passes and one reverse pass batched over 9 cotangents.
+    noisy, and below the optimum the error grows fastest). Cost on ``points`` points: one
+    ``jvp``, 9 (central: 17) forward passes and one reverse pass batched over 9 cotangents.
 
     Parameters
     ----------
