@@ -12,9 +12,11 @@ preconditioner of ``ntkcore.adapt`` buys:
   s² J Jᵀ + σ² I, eigenvalues above σ², λ_{r+1} for each Nyström rank r;
 * plain CG (``ntkcore.solvers.conjugate_gradients`` without a preconditioner) to relative
   residual ``tol``;
-* ``adapt(strategy="function", tol=1e-4, rank=r)`` for r in {32, 64, 128, 256}: CG
-  iterations, true final residual, seconds (sketch included), and the posterior mean and
-  variance at test points against the exact ``strategy="dense"`` posterior.
+* ``adapt(strategy="function", tol=1e-4, rank=r)`` for r in {auto, auto:1, 32, 64, 128,
+  256}: the rank used, CG iterations, true final residual, seconds (sketch included), and
+  the posterior mean and variance at test points against the exact ``strategy="dense"``
+  posterior. ``auto`` is ``adapt``'s default adaptive rank (``variance_tol=0.1``),
+  ``auto:TOL`` sets ``variance_tol`` (``auto:1``: the rank CG needs).
 
 Goal (issue 3): relative residual 1e-4 in well under 20 s on 2 CPU cores.
 
@@ -22,7 +24,7 @@ Usage::
 
     taskset -c 0,1 python benchmarks/preconditioning.py --threads 1   # shared, loaded machine
     taskset -c 0,1 python benchmarks/preconditioning.py --threads 2
-    python benchmarks/preconditioning.py --ranks 16 32 64 --skip-plain --json out.json
+    python benchmarks/preconditioning.py --ranks auto 16 32 64 --skip-plain --json out.json
 
 The trained source network is cached by ``ntkcore.zoo`` (``$NTKCORE_CACHE``); the first run
 trains it (5 s on one quiet core, about a minute on a loaded machine).
@@ -50,6 +52,9 @@ from ntkcore import data, zoo
 from ntkcore.linearization import Linearization
 from ntkcore.posterior import Prediction, adapt
 from ntkcore.solvers import conjugate_gradients
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scaling import parse_rank, rank_options  # noqa: E402
 
 GOAL_SECONDS = 20.0
 SOURCE_KW = {"source_seed": 0, "n_source": 200}
@@ -88,7 +93,7 @@ def trained_source_model(
 
 
 def spectrum(
-    lin: Linearization, x: Tensor, *, noise: float, prior: float, ranks: Sequence[int]
+    lin: Linearization, x: Tensor, *, noise: float, prior: float, ranks: Sequence[int | str]
 ) -> dict[str, Any]:
     """Eigenvalues of the explicit kernel J Jᵀ and what they imply for CG."""
     kernel, wall, _ = timed(lambda: lin.ntk(x), lin.device)
@@ -103,10 +108,13 @@ def spectrum(
     }
     # After a rank-r Nyström preconditioner (exact top-r eigenpairs in the ideal case) the
     # condition number is about (λ_{r+1} + σ²) / σ².
+    fixed = [int(r) for r in ranks if isinstance(r, int)]
+    doubling = [32 * 2**k for k in range(8)]  # the ranks rank="auto" can stop at
+    every = sorted(set(fixed + doubling))
     out["residual_condition"] = {
-        int(r): float((lam[min(r, lam.numel() - 1)] + noise) / noise) for r in ranks
+        r: float((lam[min(r, lam.numel() - 1)] + noise) / noise) for r in every
     }
-    out["lambda_after_rank"] = {int(r): float(lam[min(r, lam.numel() - 1)]) for r in ranks}
+    out["lambda_after_rank"] = {r: float(lam[min(r, lam.numel() - 1)]) for r in every}
     return out
 
 
@@ -208,8 +216,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 post, fit_wall, fit_cpu = timed(
                     lambda rank=rank, rep=rep: adapt(
                         lin, x, y, noise_variance=noise, prior_variance=prior,
-                        strategy="function", tol=args.tol, rank=rank, seed=args.seed + rep,
-                        max_iter=args.max_iter,
+                        strategy="function", tol=args.tol, seed=args.seed + rep,
+                        max_iter=args.max_iter, **rank_options(rank),
                     ),
                     device,
                 )
@@ -221,6 +229,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         d = post.diagnostics
         row = {
             "rank": rank,
+            "sketch_rank": d["preconditioner_rank"],
+            "solver_rank": d["solver_rank"],
+            "rank_rounds": d["rank_rounds"],
+            "variance_error_estimate": d["variance_error_estimate"],
             "iterations": d["iterations"],
             "residual": d["residual"],
             "converged": d["converged"],
@@ -233,7 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **errors(preds[i][1], ref_pred),
         }
         rows.append(row)
-        log(f"rank {rank}: {row['iterations']} it, residual {row['residual']:.1e}, "
+        log(f"rank {rank} ({row['sketch_rank']}): {row['iterations']} it, "
+            f"residual {row['residual']:.1e}, "
             f"{fit_wall:.2f} s (sketch {row['sketch_seconds']:.2f} s)")
     result["nystrom"] = rows
     return result
@@ -281,25 +294,27 @@ def report(res: dict[str, Any], meta: dict[str, Any]) -> str:
         f"(explicit kernel {sp['kernel_seconds']:.1f} s); dense posterior "
         f"{res['dense']['seconds']:.1f} s.",
         "",
-        "| solver | rank | λ_{r+1}/σ² + 1 | iterations | residual | converged | fit s | CPU s | "
-        "sketch s | predict s | mean rel. err | var rel. err |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| solver | rank | rank used | λ_{r+1}/σ² + 1 | iterations | residual | converged | fit s "
+        "| CPU s | sketch s | predict s | mean rel. err | var rel. err | var err estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     if "plain" in res:
         pl = res["plain"]
         lines.append(
-            f"| plain CG | — | {sp['condition']:.1e} | {pl['iterations']:,} | "
+            f"| plain CG | — | — | {sp['condition']:.1e} | {pl['iterations']:,} | "
             f"{pl['residual']:.1e} | {'yes' if pl['converged'] else '**no**'} | "
             f"{pl['seconds']:.1f} | {pl['cpu_seconds']:.1f} | — | — | "
-            f"{pl['mean_rel_err']:.1e} | — |"
+            f"{pl['mean_rel_err']:.1e} | — | — |"
         )
     for r in res["nystrom"]:
-        k = sp["residual_condition"][int(r["rank"])]
+        k = sp["residual_condition"].get(int(r["sketch_rank"]), float("nan"))
         lines.append(
-            f"| Nyström PCG | {r['rank']} | {k:.1e} | {r['iterations']} | {r['residual']:.1e} | "
+            f"| Nyström PCG | {r['rank']} | {r['sketch_rank']} | {k:.1e} | {r['iterations']} | "
+            f"{r['residual']:.1e} | "
             f"{'yes' if r['converged'] else '**no**'} | {r['fit_seconds']:.1f} | "
             f"{r['fit_cpu_seconds']:.1f} | {r['sketch_seconds']:.1f} | "
-            f"{r['predict_seconds']:.2f} | {r['mean_rel_err']:.1e} | {r['var_rel_err']:.1e} |"
+            f"{r['predict_seconds']:.2f} | {r['mean_rel_err']:.1e} | {r['var_rel_err']:.1e} | "
+            f"{r['variance_error_estimate']:.1e} |"
         )
     conv = [r for r in res["nystrom"] if r["converged"]]
     if conv:
@@ -308,7 +323,8 @@ def report(res: dict[str, Any], meta: dict[str, Any]) -> str:
         lines += [
             "",
             f"GOAL (relative residual {pb['tol']:g} in well under {GOAL_SECONDS:.0f} s): {verdict} "
-            f"— fastest converged rank {best['rank']}: {best['fit_seconds']:.1f} s wall "
+            f"— fastest converged rank {best['rank']} ({best['sketch_rank']}): "
+            f"{best['fit_seconds']:.1f} s wall "
             f"({best['fit_cpu_seconds']:.1f} s CPU), {best['iterations']} iterations.",
         ]
     return "\n".join(lines)
@@ -323,7 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=1e-3, help="noise variance σ²")
     ap.add_argument("--prior", type=float, default=1.0, help="prior variance s²")
     ap.add_argument("--tol", type=float, default=1e-4)
-    ap.add_argument("--ranks", type=int, nargs="+", default=[32, 64, 128, 256])
+    ap.add_argument("--ranks", type=parse_rank, nargs="+",
+                    default=["auto", "auto:1", 32, 64, 128, 256],
+                    help="Nyström ranks: ints, auto (adapt's default) or auto:TOL")
     ap.add_argument("--max-iter", type=int, default=1000, help="PCG iteration cap")
     ap.add_argument("--plain-max-iter", type=int, default=5000)
     ap.add_argument("--skip-plain", action="store_true", help="skip plain CG (minutes)")
@@ -336,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="ntkcore.zoo cache (default $NTKCORE_CACHE)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    if args.repeats < 1 or any(r < 1 for r in args.ranks):
-        ap.error("--repeats and --ranks must be positive")
+    if args.repeats < 1:
+        ap.error("--repeats must be positive")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     meta = machine()

@@ -23,6 +23,12 @@ variance of f at the data) and noise variance σ² = 0.01 (noise std 10% of the 
 The network is at its random initialization (as in the reference speed notebooks); the
 ill-conditioned trained case is ``benchmarks/preconditioning.py``.
 
+Nyström rank: ``--rank`` (and ``--engine-ranks`` for the reference comparison) takes an
+int, ``auto`` (``adapt``'s default: blocks of 32, doubling while the smallest Nyström
+eigenvalue exceeds 0.1·σ²/s², at most 512) or ``auto:TOL`` (``variance_tol=TOL``; ``auto:1``
+stops at the rank CG needs). The CPU presets use ``auto``; the GPU preset keeps the rank 256
+its goal was measured with. Rows report the requested ``rank`` and the ``sketch_rank`` used.
+
 ``--sweeps reference`` also runs a reference-style pipeline (``benchmarks/reference_style.py``:
 per-column Python loops, J v by double backward, unpreconditioned CG, LOVE variances) on the
 same problem to the same tolerance in the same process, and reports the speed-up.
@@ -31,6 +37,7 @@ Usage::
 
     taskset -c 0,1 python benchmarks/scaling.py --quick                 # ~1-2 min on 2 cores
     taskset -c 0,1 python benchmarks/scaling.py --sweeps reference      # CPU goal: >= 10x
+    taskset -c 0,1 python benchmarks/scaling.py --sweeps reference --engine-ranks auto auto:1
     taskset -c 0,1 python benchmarks/scaling.py --sweeps n p            # CPU Figure 2
     python benchmarks/scaling.py --device cuda --preset gpu             # GPU goal, < 3 min
 
@@ -83,7 +90,51 @@ _ADAPT_KW = {
 }
 
 
+#: Cap of ``rank="auto"`` (``adapt``'s default ``max_rank``); sizes chunks and memory checks.
+AUTO_MAX_RANK = 512
+
+
 # --------------------------------------------------------------------------- configuration
+def parse_rank(spec: str) -> int | str:
+    """A Nyström rank from the command line: an int, ``auto`` or ``auto:TOL``.
+
+    ``auto`` is ``adapt(rank="auto")`` with its default ``variance_tol`` (0.1);
+    ``auto:TOL`` sets ``variance_tol`` (``auto:1`` stops at the rank CG needs).
+    """
+    if spec == "auto":
+        return spec
+    if spec.startswith("auto:"):
+        try:
+            tol = float(spec[5:])
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad variance tolerance in {spec!r}") from None
+        if not (math.isfinite(tol) and tol > 0):
+            raise argparse.ArgumentTypeError(f"variance tolerance must be positive: {spec!r}")
+        return spec
+    try:
+        rank = int(spec)
+    except ValueError:
+        msg = f"rank must be an int, auto or auto:TOL: {spec!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if rank < 1:
+        raise argparse.ArgumentTypeError(f"rank must be positive: {spec!r}")
+    return rank
+
+
+def rank_options(rank: int | str) -> dict[str, Any]:
+    """``adapt`` keyword arguments for a rank spec (see :func:`parse_rank`)."""
+    if isinstance(rank, int):
+        return {"rank": rank}
+    if rank == "auto":
+        return {"rank": "auto"}
+    return {"rank": "auto", "variance_tol": float(rank.split(":", 1)[1])}
+
+
+def rank_bound(rank: int | str) -> int:
+    """The largest rank a spec can reach (for chunk sizes and memory estimates)."""
+    return rank if isinstance(rank, int) else AUTO_MAX_RANK
+
+
 @dataclass(frozen=True)
 class Preset:
     """One benchmark setting (overridable from the command line)."""
@@ -93,7 +144,7 @@ class Preset:
     n_hidden: int  # h of the n sweep (and the goal)
     p_hidden: tuple[int, ...]  # p sweep at n = p_n
     p_n: int
-    rank: int  # Nyström rank (preconditioner and variance basis)
+    rank: int | str  # Nyström rank (preconditioner and variance basis), or "auto[:TOL]"
     sweeps: tuple[str, ...]
     methods: tuple[str, ...] = ("function", "parameter")
     goal_n: int | None = None
@@ -111,7 +162,7 @@ PRESETS: dict[str, Preset] = {
         n_hidden=50,
         p_hidden=(16, 32, 64, 128),
         p_n=1000,
-        rank=64,
+        rank="auto",
         sweeps=("n", "p"),
         reference_n=2000,
         reference_hidden=50,
@@ -122,7 +173,7 @@ PRESETS: dict[str, Preset] = {
         n_hidden=32,
         p_hidden=(16, 32, 64),
         p_n=1000,
-        rank=32,
+        rank="auto",
         sweeps=("n", "p"),
         reference_n=1000,
         reference_hidden=32,
@@ -264,7 +315,7 @@ class Row:
     n: int
     p: int
     hidden: int
-    rank: int
+    rank: int | str  # requested: an int, "auto" or "auto:TOL"
     tol: float
     dtype: str = "float32"
     status: str = "ok"
@@ -277,7 +328,10 @@ class Row:
     cpu_s: float | None = None
     sketch_s: float | None = None
     chunk: int | None = None
+    sketch_rank: int | None = None  # the Nyström rank used (chosen by "auto")
+    solver_rank: int | None = None  # first sketch rank with λ̂_r <= σ²/s²
     variance_rank: int | None = None
+    variance_error_estimate: float | None = None  # λ̂_r / c, see adapt
     exact_variance: bool | None = None
     peak_gib: float | None = None
     note: str = ""
@@ -309,7 +363,7 @@ def run_engine(
     model = make_mlp(row.hidden, device=device, dtype=dtype, seed=seed)
     x, y, x_test = make_data(row.n, m_test, device=device, dtype=dtype, seed=seed + 1)
     chunk = product_chunk(
-        row.n, row.hidden, row.rank, device=device, dtype=dtype, fraction=fraction
+        row.n, row.hidden, rank_bound(row.rank), device=device, dtype=dtype, fraction=fraction
     )
     lin = Linearization(model, chunk_size=chunk)
     s2 = prior_variance(lin, x)
@@ -319,7 +373,8 @@ def run_engine(
         with clock(device) as fit:
             post = adapt(
                 lin, x, y, noise_variance=noise, prior_variance=s2, mean="zero",
-                tol=row.tol, rank=row.rank, max_iter=max_iter, seed=seed, **_ADAPT_KW[row.method],
+                tol=row.tol, max_iter=max_iter, seed=seed, **rank_options(row.rank),
+                **_ADAPT_KW[row.method],
             )
         # Workaround: Linearization.chunk_size sets both the product chunk (sized above for
         # rank-many vectors) and the block of explicit test Jacobians in predict, which
@@ -346,12 +401,18 @@ def run_engine(
         cpu_s=fit.cpu + pred.cpu,
         sketch_s=float(d.get("preconditioner_seconds", float("nan"))),
         chunk=chunk,
+        sketch_rank=int(d["preconditioner_rank"]),
+        solver_rank=d.get("solver_rank"),
         variance_rank=int(d["variance_rank"]),
+        variance_error_estimate=d.get("variance_error_estimate"),
         exact_variance=bool(d["exact_variance"]),
         peak_gib=peak_gib(device),
         status="ok" if (ok_var and ok_mean) else "non-finite or negative output",
         note="; ".join(str(w.message)[:120] for w in caught),
-        extra={"prior_variance": s2, "noise_variance": noise, "test_points": m_test},
+        extra={
+            "prior_variance": s2, "noise_variance": noise, "test_points": m_test,
+            "rank_rounds": d.get("rank_rounds"), "rank_stop": d.get("rank_stop"),
+        },
     )
 
 
@@ -391,7 +452,7 @@ def run_reference_comparison(
     seed: int,
     max_iter: int,
     dense_check: bool,
-    engine_ranks: Sequence[int],
+    engine_ranks: Sequence[int | str],
 ) -> list[Row]:
     """Engine vs reference-style pipeline on the same problem, same tolerance, same process.
 
@@ -541,7 +602,7 @@ def run_rows(
             log(f"skip {row.sweep} {row.method} n={row.n} p={row.p} (est {est:.0f} s)")
             continue
         if row.method.startswith("parameter"):
-            need = parameter_space_bytes(row.p, row.rank)
+            need = parameter_space_bytes(row.p, rank_bound(row.rank))
             if need > 0.8 * free_memory(device):
                 done.append(
                     replace(row, status=f"skipped: weight-space sketch needs ~{need / 2**30:.0f} "
@@ -551,7 +612,7 @@ def run_rows(
         log(f"run  {row.sweep} {row.method} n={row.n} p={row.p} rank={row.rank} {row.dtype}")
         try:
             if row.dtype != "float32" and not any(r.dtype == row.dtype for r in done):
-                warm_up(device, getattr(torch, row.dtype), row.rank)
+                warm_up(device, getattr(torch, row.dtype))
             res = run_engine(
                 row, device=device, noise=noise, m_test=m_test, seed=seed,
                 fraction=fraction, max_iter=max_iter,
@@ -571,7 +632,8 @@ def run_rows(
 
 # --------------------------------------------------------------------------- output
 COLUMNS = (
-    "sweep", "method", "dtype", "n", "p", "rank", "iterations", "residual", "converged", "fit_s",
+    "sweep", "method", "dtype", "n", "p", "rank", "sketch_rank", "iterations", "residual",
+    "converged", "fit_s",
     "predict_s", "total_s", "cpu_s", "sketch_s", "chunk", "peak_gib", "status",
 )
 
@@ -631,10 +693,10 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def warm_up(device: torch.device, dtype: torch.dtype, rank: int) -> None:
+def warm_up(device: torch.device, dtype: torch.dtype) -> None:
     """One small fit + predict per strategy (kernel/library initialization, not timed)."""
     name = str(dtype).removeprefix("torch.")
-    row = Row("warm-up", "function", 256, num_params(8), 8, min(rank, 32), 1e-3, name)
+    row = Row("warm-up", "function", 256, num_params(8), 8, 32, 1e-3, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for method in METHODS:
@@ -677,12 +739,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hidden", type=int, default=None, help="override h of the n sweep")
     ap.add_argument("--p-hidden", type=int, nargs="+", default=None,
                     help="override the h values of the p sweep")
-    ap.add_argument("--rank", type=int, default=None, help="Nyström rank")
+    ap.add_argument("--rank", type=parse_rank, default=None,
+                    help="Nyström rank: an int, auto (adapt's default) or auto:TOL "
+                    "(variance_tol=TOL; auto:1 stops at the rank CG needs)")
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                     help="strategies of the n and p sweeps")
     ap.add_argument("--goal-n", type=int, default=None, help="override n of the goal row")
     ap.add_argument("--reference-n", type=int, default=None)
-    ap.add_argument("--engine-ranks", type=int, nargs="+", default=None,
+    ap.add_argument("--engine-ranks", type=parse_rank, nargs="+", default=None,
                     help="Nyström ranks of the engine rows of the reference comparison "
                     "(default: --rank)")
     ap.add_argument("--reference-rank", type=int, default=None,
@@ -738,7 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta.update(preset=name, dtype=args.dtype, tol=args.tol, noise_variance=args.noise,
                 test_points=args.test, rank=preset.rank)
     log(f"# {meta}")
-    warm_up(device, dtype, preset.rank)
+    warm_up(device, dtype)
 
     rows: list[Row] = []
     rows += run_rows(
@@ -769,7 +833,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             e = eng.extra
             line = (
                 f"Reference comparison (n={eng.n:,}, p={eng.p:,}, tol {eng.tol:.0e}), engine "
-                f"rank {eng.rank} vs LOVE rank {base.rank}: speed-up {e['speedup_wall']:.1f}× "
+                f"rank {eng.rank} (chose {eng.sketch_rank}, variance error estimate "
+                f"{_fmt(eng.variance_error_estimate)}) vs LOVE rank {base.rank}: speed-up "
+                f"{e['speedup_wall']:.1f}× "
                 f"wall ({e['speedup_cpu']:.1f}× CPU time); fit {e['speedup_fit']:.1f}×, "
                 f"predict {e['speedup_predict']:.1f}×."
             )

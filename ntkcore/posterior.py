@@ -150,7 +150,9 @@ class Posterior:
     diagnostics : dict
         ``strategy``, ``reason``, ``iterations``, ``residual`` (max true relative residual),
         ``residuals``, ``converged``, ``tolerance``, ``seconds``, ``variance_rank``,
-        ``exact_variance`` and more.
+        ``exact_variance`` and more; matrix-free strategies add the Nyström sketch's
+        ``rank_mode``, ``rank_rounds``, ``rank_stop``, ``solver_rank`` and
+        ``variance_error_estimate`` (see :func:`adapt`).
     """
 
     linearization: Linearization
@@ -460,8 +462,10 @@ def _fit_iterative(
 
     # λ̂_r / c estimates the largest relative overestimate of a variance: a direction
     # left out of the basis with eigenvalue λ contributes λ/(λ + c) of its prior variance
-    # to the error and c/(λ + c) to the variance (exact eigenvectors; see adapt).
-    variance_error = 0.0 if exact_variance else nystrom.smallest / c
+    # to the error and c/(λ + c) to the variance (exact eigenvectors; see adapt). A λ̂_r
+    # of 0 only says that the tail lies below the sketch's resolution ν.
+    tail = nystrom.smallest if nystrom.smallest > 0 else nystrom.resolution
+    variance_error = 0.0 if exact_variance else tail / c
     rounds = [
         {"rank": rd.rank, "smallest_eigenvalue_over_shift": rd.smallest_eigenvalue / c,
          "seconds": rd.seconds}
@@ -574,8 +578,9 @@ def adapt(
         c/(λ + c) to the variance, so the relative overestimate is about λ̂_r/c at most.
         ``diagnostics`` records ``rank_rounds`` (rank and λ̂_r/c per round),
         ``rank_stop`` (why it stopped), ``solver_rank`` (the first rank with
-        λ̂_r <= c), ``variance_rank``, ``variance_error_estimate`` (λ̂_r/c, 0 when exact)
-        and ``exact_variance``.
+        λ̂_r <= c), ``variance_rank``, ``variance_error_estimate`` (λ̂_r/c; ν/c when
+        λ̂_r is below the sketch's resolution ν = eps·√d·‖GΩ‖, pessimistic in float32;
+        0 when exact) and ``exact_variance``.
     max_rank : int
         Cap of ``rank="auto"`` (also capped by the dimension). Ignored for an int rank.
     variance_tol : float

@@ -59,8 +59,8 @@ def _draw_block(
     return block
 
 
-def _factorize(omega: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Eigenpairs (U, λ) of the Nyström approximation G Ω (Ωᵀ G Ω)⁺ Ωᵀ G.
+def _factorize(omega: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
+    """Eigenpairs (U, λ) of the Nyström approximation G Ω (Ωᵀ G Ω)⁺ Ωᵀ G, and ν.
 
     Numerically stable form of Tropp et al. (2017, Alg. 3) with the shift
     ν = eps(dtype) √d ‖Y‖₂, Y = G Ω, both (d × r) in float64. The eigenvalues are
@@ -81,7 +81,7 @@ def _factorize(omega: Tensor, y: Tensor, dtype: torch.dtype) -> tuple[Tensor, Te
         chol, info = torch.linalg.cholesky_ex(core + jitter * eye)
     b = torch.linalg.solve_triangular(chol, y_nu.mT, upper=False).mT  # shape: (d, r)
     u, s, _ = torch.linalg.svd(b, full_matrices=False)
-    return u, torch.clamp(s.square() - nu, min=0.0)
+    return u, torch.clamp(s.square() - nu, min=0.0), float(nu)
 
 
 class NystromApproximation:
@@ -108,6 +108,9 @@ class NystromApproximation:
         λ, shape (r,), non-negative, descending.
     rank : int
         r.
+    resolution : float
+        ν = eps(dtype) √d ‖G Ω‖₂, the stabilizing shift: eigenvalues below it are not
+        resolved by a sketch computed in ``dtype`` (they come out as 0).
     rounds : list of SketchRound
         One entry for a fixed rank; one per doubling for :meth:`adaptive`.
     stop_reason : str
@@ -136,9 +139,10 @@ class NystromApproximation:
         self.stop_reason = "fixed rank"
 
     def _set(self, omega: Tensor, y: Tensor, dtype: torch.dtype, dim: int) -> None:
-        u, lam = _factorize(omega, y, dtype)
+        u, lam, nu = _factorize(omega, y, dtype)
         self.eigenvectors: Tensor = u
         self.eigenvalues: Tensor = lam
+        self.resolution = nu
         self.rank = int(lam.numel())
         self.dim = dim
         self.dtype = dtype
