@@ -17,8 +17,8 @@ F v without forming F or J, by one of three methods:
     differ by O(ε²), the order of Eq. 5's own error; the pullback at θ is one reverse pass
     shared by all vectors and batched over them with ``vmap`` (one backward per vector).
     Measured against the pullback at θ': the same or smaller error, 1.35x less time per
-    vector (PreResNet-20, CPU). Because J(θ)ᵀ is linear, central differences subtract the
-    two steps in output space and still need one backward per vector.
+    vector (PreResNet-20, CPU). Because J(θ)ᵀ is linear, central differences combine the
+    two passes in output space and still need one backward per vector.
 ``"exact"``
     Jᵀ Λ (J v): a forward-mode Jacobian-vector product, the output-space Fisher, and a
     reverse-mode vector-Jacobian product, all batched over vectors.
@@ -43,31 +43,50 @@ Output-space Fishers Λ(f) and KL divergences D(f ‖ f') of the supported likel
     dσ/ds = sigmoid(s) =: σ'(s), so in (μ, s)
     Λ = diag(1/σ², 2 σ'(s)²/σ²).
 
-Step size of ``"fd"``
----------------------
+Step size and error of ``"fd"``
+-------------------------------
 Each vector is normalized to unit norm before the perturbation (the result is scaled back),
 so one step serves all vectors. The default (:func:`default_eps`) is
 
     ε = 1.5 · (u (1 + ‖θ‖))^{1/2}      (forward differences),
     ε = 0.25 · (u (1 + ‖θ‖))^{1/3}     (central differences),
 
-with u the unit roundoff of the parameters' dtype (2⁻²⁴ in float32). Error model, relative
-to ‖F v‖ for a unit v: rounding a/ε plus truncation b·ε (forward). The rounding has two
-sources: θ + εv is stored in the parameters' dtype, which moves coordinate i by up to
-u|θᵢ| (a relative error ≈ u‖θ‖/ε in the direction), and each forward pass rounds its output
-to ≈ u‖f‖ (≈ u‖f‖/(ε‖Jv‖) in the difference). The truncation is O(ε) for forward
-differences; for central differences it is O(ε²) on smooth networks but O(ε) again where
-ReLU or max-pool kinks are crossed. The optimum ε* = (a/b)^{1/2} with a ∝ u(1 + ‖θ‖) and
-b = O(1) gives the rule above; its constants were fitted to the measurements recorded in
-``benchmarks/RESULTS.md`` (section "Fisher-vector products"), where the default lies within
-a factor 2 of the best step on AlexNet, PreResNet-20 and WRN-16-4. The rule ε ∝ u^{1/2}(1 +
-‖θ‖) (linear in ‖θ‖) steps 4.5x too far on PreResNets (‖θ‖ ≈ 45). Smooth networks can afford
-longer steps (a 1M-parameter tanh MLP is most accurate at ~8x the default): pass ``eps``,
-or use ``central=True``. In float32 the default reaches ≤ 1e-3 relative error against
-``exact`` on tanh MLPs and small ReLU/BatchNorm CNNs, 1-5e-3 on AlexNet, PreResNet-20 and
-WRN-16-4, and 1e-2 to 5e-2 on PreResNet-56/110 at initialization, where float32 ``exact``
-itself is 6e-4 to 6e-3 away from float64 (tangents of the early layers cancel in the global
-average pooling). On CUDA the finite-difference passes run with TF32 off (restored after).
+with u the unit roundoff of the parameters' dtype (2⁻²⁴ in float32). ``eps="auto"``
+(:func:`calibrate_eps`) instead measures the error of 8 candidate steps on a few points and
+picks one. Error model, relative to ‖F v‖ for a unit v, measured term by term in float32
+(``benchmarks/RESULTS.md``, "Fisher-vector products"):
+
+* Rounding of the perturbation: θ + εv is stored in float32, which moves coordinate i by
+  up to u|θᵢ| (a direction error ≈ u‖θ‖/ε, dominated by BatchNorm weights ≈ 1). The
+  offset actually applied, δ = fl(θ + εv) − θ, is known exactly (computed in float64).
+  Central differences use it: the second point is fl(θ − tδ − t(t+1)ε r) with
+  r = v − δ/ε and t = 2, weighted α = t/((1+t)ε) and β = −α/t², so that αδ₁ + βδ₂ = v up
+  to the second point's own rounding divided by t(t+1) = 6, and the quadratic terms
+  αδ₁δ₁ᵀ + βδ₂δ₂ᵀ still cancel (second order). Same cost as symmetric central
+  differences; forward differences have one point and keep this error.
+* Rounding of the forward passes: each pass rounds its activations to a few u relative,
+  which is ≈ u‖f‖/(ε‖Jv‖) in the difference — the dominant rounding term on every network
+  measured (PreResNet-20: 2-3x the perturbation term at the default step).
+* Truncation: O(ε) for forward differences and O(ε²) for central ones on smooth networks,
+  but ≈ O(ε^{1/2}) where ReLU kinks are crossed: a unit whose pre-activation is within
+  ε|∂z| of zero contributes a secant instead of a tangent, a fraction ∝ ε of units do, and
+  their errors add like a random walk (float64 PreResNet-20, n = 32: 2.4e-3, 1.3e-3, 4.5e-4,
+  1.5e-4 at ε = 3e-3, 1e-3, 1e-4, 1e-5, then 3e-8 at 1e-6 when no unit crosses). Central
+  differences remove the bias of the secants, not their scatter.
+
+On smooth networks the optimum is therefore far above the rule (a 1M-parameter tanh MLP,
+n = 64: 3.5e-3 at the rule, 7e-5 with ``central=True, eps="auto"`` at 32x the rule's
+forward step). On ReLU/BatchNorm CNNs rounding ∝ 1/ε meets truncation ∝ ε^{1/2} near the
+rule's step, so the best achievable error, ≈ a^{1/3} b^{2/3} for rounding a/ε and
+truncation b ε^{1/2}, is a property of the network and batch: in float32 against float32
+``exact`` at n = 32, 1.3-2e-3 (AlexNet) to 2-3e-3 (PreResNet-20, WRN-16-4), and about
+half that at n = 128 (AlexNet, compensated central: 7e-4). The float32 limit of 1e-3 is
+met on tanh MLPs and small ReLU/BatchNorm CNNs; it is not met by two float32 forward passes
+on the CIFAR CNNs at small batches. Float64 forward passes would reach 1e-6 with a tiny
+step, but cost 5-12x a float32 forward on a CPU (oneDNN has no float64 convolutions), more
+than ``exact``. On the deep PreResNets at initialization float32 ``exact`` itself is 3e-4
+to 6e-3 away from float64 (tangents of the early layers cancel in the global average
+pooling). On CUDA the finite-difference passes run with TF32 off (restored after).
 """
 
 from __future__ import annotations

@@ -18,7 +18,14 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Normal, kl_divergence
 from torch.func import hessian
 
-from ntkcore.fisher import default_eps, fisher_vp, output_fisher, output_kl
+from ntkcore.fisher import (
+    _fd_points,
+    calibrate_eps,
+    default_eps,
+    fisher_vp,
+    output_fisher,
+    output_kl,
+)
 from ntkcore.linearization import Linearization
 from tests.models import case, dense_jacobian, make_mlp, training_flags
 
@@ -317,6 +324,78 @@ def test_fd_float32_accuracy(kind, likelihood):
     )
 
 
+def test_central_points_compensate_the_rounding_of_the_first():
+    """θ₁ = fl(θ + εu) misses θ + εu by up to half an ulp of θ per coordinate; the second
+    point θ₂ is placed so that αδ₁ + βδ₂ = u up to that error / t(t+1) (t = 2), while the
+    quadratic terms still cancel (second order)."""
+    gen = torch.Generator().manual_seed(11)
+    p = 4000
+    # BatchNorm-like weights near 1 next to small conv-like weights
+    theta = torch.cat(
+        [1 + 0.1 * torch.rand(p // 4, generator=gen), 0.05 * torch.randn(3 * p // 4, generator=gen)]
+    )
+    u = torch.randn(p, generator=gen)
+    u = u / u.norm()
+    eps = 1e-3
+    wide = theta.double()
+    (p1,), (w,) = _fd_points(theta, wide, u, eps, central=False)
+    forward_miss = (w * (p1.double() - wide) - u.double()).norm()
+    (q1, q2), (a, b) = _fd_points(theta, wide, u, eps, central=True)
+    assert q1.dtype == q2.dtype == torch.float32 and torch.equal(q1, p1)
+    d1, d2 = q1.double() - wide, q2.double() - wide
+    central_miss = (a * d1 + b * d2 - u.double()).norm()
+    assert forward_miss > 1e-4  # the rounding is real at this step ...
+    assert central_miss < forward_miss / 4  # ... and compensated (theory: 1/6)
+    z = torch.randn(p, generator=gen, dtype=torch.float64)
+    quad = a * (d1 @ z) ** 2 + b * (d2 @ z) ** 2
+    # cancelled up to O(‖r₁‖) relative (one point alone: relative 1)
+    assert abs(quad) < 10 * float(forward_miss) * a * float(d1 @ z) ** 2
+
+
+@pytest.mark.parametrize("central", [False, True])
+def test_calibrate_eps_grid_and_choice(central):
+    """The calibration tries the forward rule times 2^-2..2^5 and picks a step whose measured
+    error is within 1.25x of the smallest; its errors track the products' actual errors."""
+    model, x = _float32_case("tanh-mlp")
+    lin = Linearization(model)
+    rule = default_eps(float(lin.parameter_vector().double().norm()), torch.float32)
+    cal = calibrate_eps(lin, x, likelihood="categorical", central=central)
+    assert cal.central is central and cal.points == 16
+    assert cal.candidates == pytest.approx([rule * 2.0**j for j in range(-2, 6)])
+    errs = torch.tensor(cal.errors)
+    assert torch.isfinite(errs).all() and (errs > 0).all()
+    i = cal.candidates.index(cal.eps)
+    assert cal.errors[i] <= 1.25 * min(cal.errors)
+    assert all(e > 1.25 * min(cal.errors) for e in cal.errors[i + 1 :])
+    # a smooth network: rounding dominates at the rule's step, the chosen step is longer
+    assert cal.eps > rule
+    # the calibration's own error estimate agrees with the products on all 64 points
+    v = torch.randn(2, lin.num_params, generator=torch.Generator().manual_seed(9))
+    exact = fisher_vp(lin, x, v, likelihood="categorical", method="exact")
+    for e, est in ((cal.candidates[0], cal.errors[0]), (cal.eps, cal.errors[i])):
+        actual = rel_err(
+            fisher_vp(lin, x, v, likelihood="categorical", eps=e, central=central), exact
+        )
+        assert est / 4 < actual < 4 * est
+
+
+@pytest.mark.parametrize("kind", ["tanh-mlp", "relu-bn-cnn"])
+def test_fd_auto_step_float32(kind):
+    """eps="auto" meets 1e-3 against float32 exact and is no worse than the rule (+ noise)."""
+    model, x = _float32_case(kind)
+    lin = Linearization(model)
+    v = torch.randn(4, lin.num_params, generator=torch.Generator().manual_seed(7))
+    exact = fisher_vp(lin, x, v, likelihood="categorical", method="exact")
+    for central in (False, True):
+        auto = rel_err(
+            fisher_vp(lin, x, v, likelihood="categorical", eps="auto", central=central), exact
+        )
+        rule = rel_err(fisher_vp(lin, x, v, likelihood="categorical", central=central), exact)
+        assert auto <= 1e-3 and auto <= 1.5 * rule
+    if kind == "tanh-mlp":  # smooth: the calibrated central step is far more accurate
+        assert auto <= 1e-4
+
+
 def test_default_eps_rule():
     assert default_eps(0.0, torch.float64) == pytest.approx(1.5 * 2.0**-26.5)
     e32 = default_eps(8.0, torch.float32)
@@ -338,6 +417,11 @@ def _bad_calls():
         ("eps", lambda: fisher_vp(lin, x, v, eps=-1.0)),
         ("eps", lambda: fisher_vp(lin, x, v, eps=float("nan"))),
         ("eps", lambda: fisher_vp(lin, x, v, eps=True)),
+        ("eps", lambda: fisher_vp(lin, x, v, eps="calibrate")),
+        ("method='fd' only", lambda: fisher_vp(lin, x, v, method="exact", eps="auto")),
+        ("points", lambda: calibrate_eps(lin, x, points=0)),
+        ("probe", lambda: calibrate_eps(lin, x, probe=torch.zeros(2, p))),
+        ("v must have shape", lambda: calibrate_eps(lin, x, probe=torch.zeros(p + 1))),
         ("central", lambda: fisher_vp(lin, x, v, central=1)),
         ("method='fd' only", lambda: fisher_vp(lin, x, v, method="exact", eps=1e-3)),
         ("method='fd' only", lambda: fisher_vp(lin, x, v, method="autograd", central=True)),
@@ -372,10 +456,10 @@ def _bad_calls():
     ]
 
 
-@pytest.mark.parametrize("index", range(21))
+@pytest.mark.parametrize("index", range(26))
 def test_bad_input_raises_value_error(index):
     calls = _bad_calls()
-    assert len(calls) == 21
+    assert len(calls) == 26
     match, call = calls[index]
     with pytest.raises(ValueError, match=match):
         call()
