@@ -49,7 +49,7 @@ Each vector is normalized to unit norm before the perturbation (the result is sc
 so one step serves all vectors. The default (:func:`default_eps`) is
 
     ε = 1.5 · (u (1 + ‖θ‖))^{1/2}      (forward differences),
-    ε = 0.25 · (u (1 + ‖θ‖))^{1/3}     (central differences),
+    ε = 0.15 · (u (1 + ‖θ‖))^{1/3}     (central differences),
 
 with u the unit roundoff of the parameters' dtype (2⁻²⁴ in float32). ``eps="auto"``
 (:func:`calibrate_eps`) instead measures the error of 8 candidate steps on a few points and
@@ -116,7 +116,7 @@ __all__ = [
 
 # Constants of the automatic step (module docstring); set from measurements.
 _C_FORWARD = 1.5
-_C_CENTRAL = 0.25
+_C_CENTRAL = 0.15
 # Central differences evaluate θ + εv and θ − _CENTRAL_RATIO·εv (compensated; see _fd_points).
 _CENTRAL_RATIO = 2.0
 # Step calibration (eps="auto"): data points used, and the candidate steps as powers of two
