@@ -332,6 +332,7 @@ class Row:
     solver_rank: int | None = None  # first sketch rank with λ̂_r <= σ²/s²
     variance_rank: int | None = None
     variance_error_estimate: float | None = None  # λ̂_r / c, see adapt
+    variance_error_bound: float | None = None  # δ: variances at most (1 + δ)× exact
     exact_variance: bool | None = None
     peak_gib: float | None = None
     note: str = ""
@@ -405,6 +406,7 @@ def run_engine(
         solver_rank=d.get("solver_rank"),
         variance_rank=int(d["variance_rank"]),
         variance_error_estimate=d.get("variance_error_estimate"),
+        variance_error_bound=d.get("variance_error_bound"),
         exact_variance=bool(d["exact_variance"]),
         peak_gib=peak_gib(device),
         status="ok" if (ok_var and ok_mean) else "non-finite or negative output",
@@ -833,8 +835,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             e = eng.extra
             line = (
                 f"Reference comparison (n={eng.n:,}, p={eng.p:,}, tol {eng.tol:.0e}), engine "
-                f"rank {eng.rank} (chose {eng.sketch_rank}, variance error estimate "
-                f"{_fmt(eng.variance_error_estimate)}) vs LOVE rank {base.rank}: speed-up "
+                f"rank {eng.rank} (chose {eng.sketch_rank}; variance error estimate "
+                f"{_fmt(eng.variance_error_estimate)}, bound {_fmt(eng.variance_error_bound)}) "
+                f"vs LOVE rank {base.rank}: speed-up "
                 f"{e['speedup_wall']:.1f}× "
                 f"wall ({e['speedup_cpu']:.1f}× CPU time); fit {e['speedup_fit']:.1f}×, "
                 f"predict {e['speedup_predict']:.1f}×."

@@ -408,6 +408,9 @@ def test_low_rank_variance_is_an_upper_bound(strategy: str, rank: int) -> None:
     assert post.diagnostics["exact_variance"] is False
     assert post.diagnostics["variance_rank"] == rank
     assert post.diagnostics["converged"]
+    # Σ̂ ⪯ (1 + δ) Σ with the recorded δ (a power-iteration estimate, from below)
+    overestimate = float((pred.variance / ref.variance).max()) - 1
+    assert 0 < overestimate <= post.diagnostics["variance_error_bound"]
     # the mean does not depend on the variance basis (CG to 1e-8, condition ~1e2)
     assert rel_err(pred.mean, ref.mean) <= 1e-6
     slack = 1e-10 * float(ref.variance.max())
@@ -486,7 +489,8 @@ def test_auto_rank_posterior_equals_dense(name: str, strategy: str) -> None:
     last = d["rank_rounds"][-1]["smallest_eigenvalue_over_shift"]
     assert all(rd["smallest_eigenvalue_over_shift"] > 0.1 for rd in d["rank_rounds"][:-1])
     if d["exact_variance"]:
-        assert d["variance_error_estimate"] == 0.0 and d["variance_note"] is None
+        assert d["variance_error_estimate"] == 0.0 and d["variance_error_bound"] == 0.0
+        assert d["variance_note"] is None
         assert rel_err(pred.variance, ref.variance) <= VAR_RTOL
     else:
         assert last <= 0.1 and d["rank_stop"].startswith("λ̂_r/c = ")
@@ -494,7 +498,12 @@ def test_auto_rank_posterior_equals_dense(name: str, strategy: str) -> None:
         assert d["variance_note"] and "upper bound" in d["variance_note"]
         slack = 1e-10 * float(ref.variance.max())
         assert (pred.variance >= ref.variance - slack).all()
-        assert _max_pointwise(pred.variance, ref.variance) <= d["variance_error_estimate"]
+        err = _max_pointwise(pred.variance, ref.variance)
+        assert err <= d["variance_error_estimate"]
+        # the rigorous bound Σ̂ ⪯ (1 + δ)Σ, δ by power iteration, and δ <= ‖JJᵀ‖/c
+        assert err <= d["variance_error_bound"]
+        top = float(torch.linalg.eigvalsh(ref.jac @ ref.jac.mT)[-1])
+        assert d["variance_error_bound"] <= top / c * (1 + 1e-9)
     # the first rank whose λ̂_r <= c is the solver's rank
     solver = [rd["rank"] for rd in d["rank_rounds"] if rd["smallest_eigenvalue_over_shift"] <= 1]
     assert d["solver_rank"] == solver[0]

@@ -35,6 +35,7 @@ from ntkcore.solvers import (
     conjugate_gradients,
     logdet_slq,
 )
+from ntkcore.solvers.nystrom import largest_eigenvalue
 
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -568,3 +569,21 @@ def test_adaptive_matches_a_fixed_sketch_of_the_same_rank_in_quality() -> None:
 def test_adaptive_bad_options_raise(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         NystromApproximation.adaptive(lambda v: v, 10, dtype=F64, device=CPU, **kwargs)
+
+
+@pytest.mark.parametrize(("ratio", "rtol"), [(0.5, 1e-8), (0.95, 0.05)])
+def test_largest_eigenvalue_by_block_power_iteration(ratio: float, rtol: float) -> None:
+    # convergence ∝ (λ₅/λ₁)^steps for a block of 4: fast with a gap, slow without
+    d = 120
+    lam = geometric_spectrum(d, ratio, top=3.0)
+    g = psd_with_spectrum(lam, seed=24)
+    prod = Columns(g)
+    est = largest_eigenvalue(
+        prod, d, num_vectors=4, num_iter=6, dtype=F64, device=CPU,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert prod.columns == [4] * 6
+    assert est <= float(lam[0]) * (1 + 1e-12)  # Ritz values bound from below
+    assert est >= float(lam[0]) * (1 - rtol)
+    with pytest.raises(ValueError, match="num_iter"):
+        largest_eigenvalue(prod, d, num_iter=0, dtype=F64, device=CPU)

@@ -253,3 +253,43 @@ class NystromPreconditioner:
     def logdet(self) -> float:
         """log|P| = Σ log((λ_j + μ) / (λ_r + μ))."""
         return float(-torch.log(self._scale).sum())
+
+
+def largest_eigenvalue(
+    matmul: Matmul,
+    dim: int,
+    *,
+    num_vectors: int = 4,
+    num_iter: int = 4,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> float:
+    r"""Estimate λ_max of a PSD operator by block power iteration with Rayleigh–Ritz.
+
+    ``num_iter`` products with ``num_vectors`` columns each; the estimate is the largest
+    Ritz value of the last block, a lower bound on λ_max that converges to it (quickly when
+    λ_max is separated from the rest; within a few percent after four steps on the
+    slowly decaying NTK tails measured in ``benchmarks/RESULTS.md``).
+
+    Parameters
+    ----------
+    matmul : callable
+        ``matmul(V)`` = A V for V of shape (d, k) in ``dtype``.
+    dim : int
+        d.
+    """
+    if num_vectors < 1 or num_iter < 1:
+        raise ValueError(
+            f"num_vectors and num_iter must be >= 1, got {num_vectors} and {num_iter}"
+        )
+    k = min(num_vectors, dim)
+    z = torch.randn(dim, k, dtype=_F64, generator=generator).to(device)
+    estimate = 0.0
+    for _ in range(num_iter):
+        z, _ = torch.linalg.qr(z)
+        az = matmul(z.to(dtype)).to(_F64)
+        ritz = torch.linalg.eigvalsh(0.5 * (z.mT @ az + az.mT @ z))
+        estimate = max(estimate, float(ritz[-1]))
+        z = az
+    return estimate
