@@ -5,12 +5,14 @@ Finite-NTK Gaussian processes after Maddox, Tang, Moreno, Wilson and Damianou,
 """
 
 from ntkcore.hyperparameters import HyperparameterFit, fit_hyperparameters
+from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
 from ntkcore.parameters import ParameterLayout, last_layers, select_parameters
 from ntkcore.posterior import Posterior, Prediction, adapt, choose_strategy
 
 __all__ = [
     "HyperparameterFit",
+    "JacobianAt",
     "Linearization",
     "fit_hyperparameters",
     "Posterior",

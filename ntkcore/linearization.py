@@ -5,7 +5,9 @@ Jacobian J(x) = ∂f(x; θ)/∂θ, of shape (n·o) × p, only through products:
 
 * ``jvp``  — J v, forward-mode (``torch.func.jvp``), batched over vectors with ``vmap``;
 * ``vjp``  — Jᵀ u, reverse-mode (``torch.func.vjp``), batched over cotangents with ``vmap``;
-* ``jacobian``, ``ntk``, ``ntk_diag`` — explicit objects when asked for, chunked over data.
+* ``jacobian``, ``ntk``, ``ntk_diag`` — explicit objects when asked for, chunked over data;
+* ``at(x)`` — a :class:`~ntkcore.jacobian_at.JacobianAt` bound to fixed inputs that keeps
+  the forward pass across products (what iterative solvers on fixed data need).
 
 Row index convention: the Jacobian's row for data point i and output a is ``i * o + a``
 (sample-major), so ``ntk(x)`` has entry ``[i*o + a, j*o + b] = J_{ia} · J_{jb}``.
@@ -15,12 +17,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
+from ntkcore.memory import product_budget
 from ntkcore.parameters import ParameterFilter, ParameterLayout, select_parameters
+
+if TYPE_CHECKING:
+    from ntkcore.jacobian_at import JacobianAt
 
 __all__ = ["Linearization", "as_linearization", "chunk_slices"]
 
@@ -47,9 +54,11 @@ class Linearization:
         :func:`ntkcore.parameters.last_layers` for the paper's "top layers".
     chunk_size : int, optional
         Data points per chunk. Bounds peak memory of every product: activations for at
-        most ``chunk_size`` points are alive at once. ``None`` processes all points at
-        once for products and picks a chunk of at most 256 MiB of Jacobian rows for the
-        explicit ``jacobian``/``ntk``/``ntk_diag``.
+        most ``chunk_size`` points are alive at once. ``None`` sizes the chunks of a
+        product with k vectors from a byte budget on k × points × saved activation bytes
+        per point (:func:`ntkcore.memory.product_budget`; all points at once when they
+        fit) and picks a chunk of at most 256 MiB of Jacobian rows for the explicit
+        ``jacobian``/``ntk``/``ntk_diag``.
 
     Attributes
     ----------
@@ -94,6 +103,7 @@ class Linearization:
             fixed.update({n: b.detach().clone() for n, b in model.named_buffers()})
         self._fixed: dict[str, Tensor] = fixed
         self._output_dim: int | None = None
+        self._saved_bytes: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
 
     # ------------------------------------------------------------------ basics
     @property
@@ -193,6 +203,58 @@ class Linearization:
         per_point = max(1, o * self.num_params * itemsize)
         return max(1, min(n, _DEFAULT_JACOBIAN_BYTES // per_point))
 
+    def saved_bytes_per_point(self, x: Tensor) -> int:
+        """Bytes of activations one data point keeps for the backward pass (measured once).
+
+        Evaluates the network on (at most) two points of the prepared input ``x`` with
+        plain autograd and counts the tensors autograd saves, excluding parameters and
+        buffers. The result is cached per input shape and sizes the chunks of products
+        (``chunk_size=None``) and of :class:`~ntkcore.jacobian_at.JacobianAt` caches.
+        """
+        key = (tuple(x.shape[1:]), x.dtype)
+        if key not in self._saved_bytes:
+            xs = x[:2]
+            theta = {k: t.detach().requires_grad_(True) for k, t in self._theta.items()}
+            owned = {
+                t.untyped_storage().data_ptr()
+                for t in [*theta.values(), *self._fixed.values(), xs]
+            }
+            seen: set[int] = set()
+            total = 0
+
+            def pack(t: Tensor) -> Tensor:
+                nonlocal total
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in owned and ptr not in seen:
+                    seen.add(ptr)
+                    total += t.untyped_storage().nbytes()
+                return t
+
+            def fn() -> Tensor:
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(
+                    pack, lambda t: t
+                ):
+                    return self.functional_forward(theta, xs)
+
+            out = self.evaluate(fn, xs)
+            self._output_dim = out.shape[1]
+            # The output itself is alive during a backward pass as well.
+            total += out.numel() * out.element_size()
+            self._saved_bytes[key] = max(1, -(-total // xs.shape[0]))
+        return self._saved_bytes[key]
+
+    def product_chunk_size(self, x: Tensor, k: int) -> int:
+        """Data points per chunk of a product with ``k`` vectors on the prepared ``x``.
+
+        ``chunk_size`` when set; otherwise as many points as keep k × points × saved
+        bytes per point within :func:`ntkcore.memory.product_budget` (at least 1).
+        """
+        n = x.shape[0]
+        if self.chunk_size is not None:
+            return min(n, self.chunk_size)
+        per_vector_point = max(1, k) * self.saved_bytes_per_point(x)
+        return max(1, min(n, product_budget(self.device) // per_vector_point))
+
     def evaluate(self, fn: Callable[[], Tensor], x: Tensor) -> Tensor:
         """Run ``fn()`` with the network in eval mode; model errors become ``ValueError``.
 
@@ -261,8 +323,9 @@ class Linearization:
         def single(xc: Tensor, t: Mapping[str, Tensor]) -> Tensor:
             return jvp(lambda th: self.functional_forward(th, xc), (self._theta,), (t,))[1]
 
+        chunk = self.product_chunk_size(x, v.shape[0] if batched else 1)
         outs = []
-        for s in self._chunks(x.shape[0], self.chunk_size):
+        for s in self._chunks(x.shape[0], chunk):
             xc = x[s]
             if batched:
                 fn = lambda xc=xc: vmap(lambda t: single(xc, t))(tangents)  # noqa: E731
@@ -293,8 +356,10 @@ class Linearization:
         o = self.output_dim(x)
         u = self._prepare_vectors(u, "u", (n, o))
         batched = u.dim() == 3
+        # The CPU path below runs one vector at a time through a shared forward pass.
+        k = u.shape[0] if batched and self.device.type != "cpu" else 1
         total: Tensor | None = None
-        for s in self._chunks(n, self.chunk_size):
+        for s in self._chunks(n, self.product_chunk_size(x, k)):
             xc = x[s]
             uc = u[..., s, :]
 
@@ -323,6 +388,16 @@ class Linearization:
         One reverse and one forward product per vector, never forming J.
         """
         return self.jvp(x, self.vjp(x, u))
+
+    def at(self, x: Tensor, *, cache: str = "auto") -> JacobianAt:
+        """J(x) bound to fixed inputs ``x``, keeping forward passes across products.
+
+        See :class:`~ntkcore.jacobian_at.JacobianAt`; ``cache`` is one of ``"auto"``,
+        ``"none"``, ``"pullback"``, ``"linearized"``.
+        """
+        from ntkcore.jacobian_at import JacobianAt
+
+        return JacobianAt(self, x, cache=cache)
 
     # ------------------------------------------------------------------ explicit
     def _jacobian_block(self, xc: Tensor) -> Tensor:
