@@ -75,18 +75,22 @@ picks one. Error model, relative to ‖F v‖ for a unit v, measured term by ter
   differences remove the bias of the secants, not their scatter.
 
 On smooth networks the optimum is therefore far above the rule (a 1M-parameter tanh MLP,
-n = 64: 3.5e-3 at the rule, 7e-5 with ``central=True, eps="auto"`` at 32x the rule's
-forward step). On ReLU/BatchNorm CNNs rounding ∝ 1/ε meets truncation ∝ ε^{1/2} near the
-rule's step, so the best achievable error, ≈ a^{1/3} b^{2/3} for rounding a/ε and
-truncation b ε^{1/2}, is a property of the network and batch: in float32 against float32
-``exact`` at n = 32, 1.3-2e-3 (AlexNet) to 2-3e-3 (PreResNet-20, WRN-16-4), and about
-half that at n = 128 (AlexNet, compensated central: 7e-4). The float32 limit of 1e-3 is
-met on tanh MLPs and small ReLU/BatchNorm CNNs; it is not met by two float32 forward passes
-on the CIFAR CNNs at small batches. Float64 forward passes would reach 1e-6 with a tiny
-step, but cost 5-12x a float32 forward on a CPU (oneDNN has no float64 convolutions), more
-than ``exact``. On the deep PreResNets at initialization float32 ``exact`` itself is 3e-4
-to 6e-3 away from float64 (tangents of the early layers cancel in the global average
-pooling). On CUDA the finite-difference passes run with TF32 off (restored after).
+n = 32: 3.5e-3 forward / 2.2e-3 central at the rule, 7e-5 with ``central=True,
+eps="auto"`` at 32x the rule's forward step). On ReLU/BatchNorm CNNs rounding ∝ 1/ε meets
+truncation ∝ ε^{1/2} near the rule's step, so the best achievable error, ≈ a^{1/3} b^{2/3}
+for rounding a/ε and truncation b ε^{1/2}, is a property of the network and batch: in
+float32 against float32 ``exact``, central differences at the default step give 1.6e-3
+(AlexNet) and 2.7-2.8e-3 (PreResNet-20, WRN-16-4) at n = 32, 7.5e-4 and 1.0e-3 (AlexNet,
+PreResNet-20) at n = 128; forward differences 2.9-3.4e-3 at n = 32. ``eps="auto"`` does
+not beat the rule there (its one-direction estimate is too noisy to resolve a factor 1.5),
+so the rule stays the default. The float32 goal of 1e-3 is thus met on tanh MLPs (large
+ones with ``eps="auto"``), on small ReLU/BatchNorm CNNs, and with central differences at
+n ≥ 128 on AlexNet and PreResNet-20; not by two float32 forward passes on the CIFAR CNNs at
+n = 32. Float64 forward passes would reach 1e-6 with a tiny step, but cost 5-12x a float32
+forward on a CPU (no oneDNN float64 convolutions), more than ``exact``. On PreResNet-56/110
+at initialization float32 ``exact`` itself is 2e-3 and 5e-3 from float64 (tangents of the
+early layers cancel in the global average pooling) and fd is 1-4e-2 from both. On CUDA the
+finite-difference passes run with TF32 off (restored after).
 """
 
 from __future__ import annotations
