@@ -18,7 +18,6 @@ Every strategy computes w̄ and a factor of Σ; prediction is shared.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.fisher import fisher_vp
+from ntkcore.jacobian_at import CACHES
 from ntkcore.linearization import Linearization, as_linearization
+from ntkcore.memory import available_memory as _free_memory
 from ntkcore.solvers.cg import conjugate_gradients
 from ntkcore.solvers.nystrom import (
     NystromApproximation,
@@ -81,23 +82,6 @@ class Prediction:
         return self.mean - num_std * sd, self.mean + num_std * sd
 
 
-def _available_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
 def choose_strategy(
     num_observations: int,
     num_params: int,
@@ -117,7 +101,7 @@ def choose_strategy(
     """
     n_obs, p = int(num_observations), int(num_params)
     device = torch.device(device)
-    mem = _available_memory(device) if available_memory is None else int(available_memory)
+    mem = _free_memory(device) if available_memory is None else int(available_memory)
     itemsize = torch.empty((), dtype=dtype).element_size()
     small = min(n_obs, p)
     # explicit Jacobian in model dtype and as float64, Gram matrix and eigenvectors
@@ -375,12 +359,12 @@ def _fit_iterative(
     def vjp_cols(u: Tensor) -> Tensor:  # (N, k) -> (p, k)
         return at_x.vjp(u.mT.reshape(u.shape[-1], n, o)).mT
 
+    def kernel(v: Tensor) -> Tensor:  # J Jᵀ v, (N, k) -> (N, k)
+        return jvp_cols(vjp_cols(v))
+
     if space == "function":
         dim = n_obs
-
-        def gram(v: Tensor) -> Tensor:  # J Jᵀ v
-            return jvp_cols(vjp_cols(v))
-
+        gram = kernel
         rhs = resid.reshape(-1, 1)
     elif fisher == "exact":
         dim = p
@@ -402,19 +386,39 @@ def _fit_iterative(
     def exact_system(v: Tensor) -> Tensor:  # for the residual check of fd products
         return vjp_cols(jvp_cols(v)) + c * v
 
+    # The sketch is always of the kernel J Jᵀ in function space (N × N), also for the
+    # weight-space system: JᵀJ has the same non-zero spectrum but lives in p dimensions,
+    # where a float32 sketch resolves it poorly (MLP, p = 50,901, N = 1,000: λ̂₃₂/c = 2.1
+    # in weight space against 7.4 in function space and λ₃₂/c = 8.0 from eigvalsh; in
+    # float64 both agree), which stopped rank="auto" too early.
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    # In weight space at most rank(J) <= min(N, p) columns carry information; in function
+    # space with N > p the sketch still needs all N so that λ̂_r = 0 and the
+    # preconditioner sends the null space of J Jᵀ to the shift (condition number 1).
+    sketch_cap = n_obs if space == "function" else min(n_obs, p)
     if rank == "auto":
         nystrom = NystromApproximation.adaptive(
-            gram, dim, threshold=c * min(1.0, variance_tol), initial_rank=_INITIAL_RANK,
-            max_rank=max_rank, dtype=dtype, device=lin.device, generator=gen,
+            kernel, n_obs, threshold=c * min(1.0, variance_tol), initial_rank=_INITIAL_RANK,
+            max_rank=min(max_rank, sketch_cap), dtype=dtype, device=lin.device, generator=gen,
         )
     else:
         assert isinstance(rank, int)
         nystrom = NystromApproximation(
-            gram, dim, rank, dtype=dtype, device=lin.device, generator=gen
+            kernel, n_obs, min(rank, sketch_cap), dtype=dtype, device=lin.device, generator=gen
         )
-    precond = NystromPreconditioner(nystrom, c)
+    basis = nystrom.eigenvectors  # U, shape (N, r), orthonormal
+    if space == "function":
+        precond = NystromPreconditioner(nystrom, c)
+    else:
+        # Weight space: JᵀJ ⪰ Jᵀ U Uᵀ J = W Wᵀ (W = JᵀU, p × r), whose eigenpairs (the thin
+        # SVD of W) precondition JᵀJ + cI as a Nyström approximation would; W is also the
+        # variance factor's UᵀJ below.
+        w_cols = vjp_cols(basis.to(dtype)).to(_F64)  # shape: (p, r)
+        v_w, s_w, _ = torch.linalg.svd(w_cols, full_matrices=False)
+        precond = NystromPreconditioner(
+            NystromApproximation.from_eigenpairs(v_w, s_w.square(), dtype=dtype), c
+        )
     t_sketch = time.perf_counter() - t0
     z, info = conjugate_gradients(
         system,
@@ -428,16 +432,12 @@ def _fit_iterative(
     # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
     # below is an upper bound that is exact when U spans range(J).
     if space == "function":
-        basis = nystrom.eigenvectors  # shape: (N, r), orthonormal
         # One batched reverse pass for w̄ = Jᵀz and UᵀJ together.
         both = vjp_cols(torch.cat([z, basis.to(dtype)], dim=1)).mT.to(_F64)  # (1 + r, p)
         weights, w_rows = both[0], both[1:]
     else:
         weights = z.reshape(-1).to(_F64)
-        # Function-space basis spanning J V (V: top eigenvectors of JᵀJ).
-        jv = jvp_cols(nystrom.eigenvectors.to(dtype)).to(_F64)  # shape: (N, r)
-        basis, _ = torch.linalg.qr(jv)
-        w_rows = vjp_cols(basis.to(dtype)).mT.to(_F64)  # shape: (r, p) = UᵀJ
+        w_rows = w_cols.mT  # shape: (r, p) = UᵀJ
     core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=lin.device)
     chol = torch.linalg.cholesky(core)
     factor = torch.linalg.solve_triangular(chol, w_rows, upper=False)  # shape: (r, p)
@@ -500,14 +500,17 @@ def _fit_iterative(
                 f"λ̂_r/c = {nystrom.smallest / c:.2g} <= {min(1.0, variance_tol):g} "
                 f"(min(1, variance_tol))"
             ),
-            "dimension": f"rank reached the dimension {dim} (exact)",
+            "dimension": f"rank reached n·o = {n_obs} (exact)",
             "max_rank": (
-                f"max_rank = {max_rank} reached with λ̂_r/c = {nystrom.smallest / c:.2g} > "
+                f"rank reached {sketch_cap} = rank bound (exact)"
+                if nystrom.rank >= sketch_cap
+                else f"max_rank = {max_rank} reached with λ̂_r/c = {nystrom.smallest / c:.2g} > "
                 f"{min(1.0, variance_tol):g}"
             ),
         }[nystrom.stop_reason]
     else:
-        stop = f"fixed rank {rank}" + (f" (capped at the dimension {dim})" if rank > dim else "")
+        capped = f" (capped at {sketch_cap})" if rank > sketch_cap else ""
+        stop = f"fixed rank {rank}{capped}"
     variance_note = None
     if not exact_variance:
         variance_note = (
@@ -538,6 +541,9 @@ def _fit_iterative(
         "variance_error_estimate": variance_error,
         "variance_error_bound": variance_bound,
         "exact_variance": exact_variance,
+        "product_cache": at_x.cache,
+        "product_cache_reason": at_x.cache_reason,
+        "product_cache_seconds": at_x.setup_seconds,
     }
     return weights, factor, lml, extra
 
@@ -559,6 +565,7 @@ def adapt(
     variance_tol: float = 0.1,
     fisher: str = "exact",
     seed: int = 0,
+    cache: str = "auto",
 ) -> Posterior:
     r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
 
@@ -627,6 +634,11 @@ def adapt(
         backward per vector, relative error ~1e-3 in float32, so set ``tol`` no tighter).
     seed : int
         Seed of the random sketch and probes.
+    cache : {"auto", "none", "pullback", "linearized"}
+        What the matrix-free strategies keep across their Jacobian products at the fixed
+        training inputs (:class:`ntkcore.JacobianAt`): ``auto`` keeps the forward pass
+        (and on the CPU the traced tangent program) when it fits in a quarter of the free
+        memory. Recorded in ``diagnostics["product_cache"]``.
 
     Returns
     -------
@@ -647,6 +659,8 @@ def adapt(
     variance_tol = _validate_scalar("variance_tol", variance_tol)
     if fisher not in FISHER_PRODUCTS:
         raise ValueError(f"fisher must be one of {FISHER_PRODUCTS}, got {fisher!r}")
+    if cache not in CACHES:
+        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
     lin = as_linearization(model_or_lin)
     if tol is None:
         # Finite-difference Fisher products are accurate to ~1e-8 (float64) and ~1e-3
@@ -699,6 +713,7 @@ def adapt(
         weights, factor, lml, extra = _fit_iterative(
             lin, x, resid, s2, sigma2, space=chosen, tol=tol, max_iter=max_iter,
             rank=rank, seed=seed, fisher=fisher, max_rank=max_rank, variance_tol=variance_tol,
+            cache=cache,
         )
         form = "subtract"
     diagnostics.update(extra)

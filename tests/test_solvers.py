@@ -587,3 +587,23 @@ def test_largest_eigenvalue_by_block_power_iteration(ratio: float, rtol: float) 
     assert est >= float(lam[0]) * (1 - rtol)
     with pytest.raises(ValueError, match="num_iter"):
         largest_eigenvalue(prod, d, num_iter=0, dtype=F64, device=CPU)
+
+
+def test_from_eigenpairs_builds_the_preconditioner_of_a_given_factor() -> None:
+    # adapt in weight space: eigenpairs of W Wᵀ from the SVD of W, W = Jᵀ U
+    d, shift = 40, 1e-2
+    w = torch.randn(d, 6, generator=torch.Generator().manual_seed(25), dtype=F64)
+    v, s, _ = torch.linalg.svd(w, full_matrices=False)
+    approx = NystromApproximation.from_eigenpairs(v, s.square(), dtype=F64)
+    assert approx.rank == 6 and approx.dim == d
+    u, ev = approx.eigenvectors, approx.eigenvalues
+    torch.testing.assert_close((u * ev) @ u.mT, w @ w.mT)
+    precond = NystromPreconditioner(approx, shift)
+    x = rhs(d, 3, seed=26)
+    torch.testing.assert_close(
+        precond.solve(x), torch.linalg.solve(dense_preconditioner(approx, shift), x)
+    )
+    with pytest.raises(ValueError, match="descending"):
+        NystromApproximation.from_eigenpairs(v, s.square().flip(0), dtype=F64)
+    with pytest.raises(ValueError, match="do not match"):
+        NystromApproximation.from_eigenpairs(v, s[:3], dtype=F64)

@@ -147,6 +147,35 @@ class NystromApproximation:
         self.dim = dim
         self.dtype = dtype
 
+    @classmethod
+    def from_eigenpairs(
+        cls, eigenvectors: Tensor, eigenvalues: Tensor, *, dtype: torch.dtype
+    ) -> NystromApproximation:
+        """A low-rank PSD approximation U diag(λ) Uᵀ given by its eigenpairs.
+
+        For :class:`NystromPreconditioner` from a factor computed elsewhere (``adapt`` in
+        weight space: the SVD of Jᵀ U for a function-space sketch U). ``eigenvalues`` are
+        clamped at zero and must be in descending order.
+        """
+        lam = eigenvalues.to(_F64).clamp_min(0.0)
+        if eigenvectors.dim() != 2 or lam.shape != eigenvectors.shape[-1:]:
+            raise ValueError(
+                f"eigenvectors (d, r) and eigenvalues (r,) do not match: "
+                f"{tuple(eigenvectors.shape)} and {tuple(eigenvalues.shape)}"
+            )
+        if lam.numel() > 1 and bool((lam[1:] > lam[:-1]).any()):
+            raise ValueError("eigenvalues must be in descending order")
+        self = cls.__new__(cls)
+        self.eigenvectors = eigenvectors.to(_F64)
+        self.eigenvalues = lam
+        self.rank = int(lam.numel())
+        self.dim = int(eigenvectors.shape[0])
+        self.dtype = dtype
+        self.resolution = 0.0
+        self.rounds = [SketchRound(self.rank, self.smallest, 0.0)]
+        self.stop_reason = "given"
+        return self
+
     @property
     def smallest(self) -> float:
         """λ̂_r, the smallest eigenvalue of the approximation."""
