@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: CUDA correctness tests of the engine, then the GPU goal of
+# One call on a GPU machine: CUDA correctness tests of the engine, the GPU goal of
 # benchmarks/scaling.py (n = 100,000, p ≈ 800k, mean + variances at 1,000 test points),
-# then a quick Jacobian-product benchmark. Results land in $OUT (default /tmp/gpu_check).
+# the Jacobian-product and Fisher-product benchmarks, then as much of the scaling sweeps
+# (Figure 2: time vs n and vs p) as fits. Results land in $OUT (default /tmp/gpu_check).
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine, from the repo root
 #   DEVICE=cpu bash benchmarks/gpu_check.sh      # dry run of the same steps on a CPU
 #
-# Each step has its own timeout so one slow step cannot starve the others.
+# Each step has its own timeout so one slow step cannot starve the others; the defaults
+# add up to 540 s (one device call may run 600 s).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -19,17 +21,34 @@ mkdir -p "$OUT"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   date -u; } | tee "$OUT/machine.txt"
 
-timeout "${TESTS_TIMEOUT:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs \
+step() {  # step NAME TIMEOUT CMD...: run with a timeout, log to $OUT/NAME.txt, time it
+    local name=$1 limit=$2; shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    local rc=$?
+    echo "step $name: rc=$rc, $((SECONDS - t0)) s" | tee -a "$OUT/machine.txt"
+    tail -n 25 "$OUT/$name.txt"
+}
+
+step pytest "${TESTS_TIMEOUT:-60}" "$PY" -m pytest -q -p no:cacheprovider -rs \
     tests/test_cuda.py tests/test_linearization.py tests/test_operators.py tests/test_posterior.py \
-    -k cuda 2>&1 | tee "$OUT/pytest.txt"
+    -k cuda
 
 if [[ "$DEVICE" == cuda ]]; then
-    timeout "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --device cuda --preset gpu \
-        --sweeps goal --json "$OUT/scaling-goal.json" 2>&1 | tee "$OUT/scaling.txt"
-    timeout "${PRODUCTS_TIMEOUT:-120}" "$PY" benchmarks/products.py --device cuda --quick \
-        --markdown --json "$OUT/products.json" 2>&1 | tee "$OUT/products.txt"
+    step scaling-goal "${SCALING_TIMEOUT:-100}" "$PY" benchmarks/scaling.py --device cuda \
+        --preset gpu --sweeps goal --json "$OUT/scaling-goal.json"
+    step products "${PRODUCTS_TIMEOUT:-110}" "$PY" benchmarks/products.py --device cuda \
+        --markdown --json "$OUT/products.json"
+    step fisher "${FISHER_TIMEOUT:-120}" "$PY" benchmarks/fisher.py --device cuda \
+        --out "$OUT/fisher-cuda"
+    step scaling-sweeps "${SWEEPS_TIMEOUT:-150}" "$PY" benchmarks/scaling.py --device cuda \
+        --preset gpu --sweeps n p --budget 110 --json "$OUT/scaling-sweeps.json"
 else
-    timeout "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --preset quick --sweeps goal n \
-        --n 500 --json "$OUT/scaling-goal.json" 2>&1 | tail -5 | tee "$OUT/scaling.txt"
+    step scaling-goal "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --preset quick \
+        --sweeps goal n --n 500 --json "$OUT/scaling-goal.json"
+    step products "${PRODUCTS_TIMEOUT:-200}" "$PY" benchmarks/products.py --quick \
+        --models mlp --ks 1,8 --markdown
+    step fisher "${FISHER_TIMEOUT:-200}" "$PY" benchmarks/fisher.py --quick --models mlp \
+        --reference exact32 --out "$OUT/fisher-cpu"
 fi
 echo "gpu_check done" | tee -a "$OUT/machine.txt"

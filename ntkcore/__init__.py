@@ -31,6 +31,8 @@ _LAZY = {
     "FiniteNTKGP": "ntkcore.kernel",
     "NetworkMean": "ntkcore.kernel",
     "fisher_vp": "ntkcore.fisher",
+    "calibrate_eps": "ntkcore.fisher",
+    "StepCalibration": "ntkcore.fisher",
 }
 __all__ += list(_LAZY)
 

@@ -76,3 +76,21 @@ def test_adapt_on_cuda_matches_cpu(strategy: str) -> None:
     assert _rel(gpu.mean, cpu.mean) < 1e-8
     assert _rel(gpu.variance, cpu.variance) < 1e-8
     assert gpu_post.diagnostics["device"].startswith("cuda")
+
+
+@pytest.mark.parametrize("cache", ["auto", "pullback", "linearized"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_jacobian_at_matches_cpu_dense(cache: str, dtype: torch.dtype, tol: float) -> None:
+    """Cached products on the GPU (vectors batched with vmap in budget-sized groups)."""
+    net = _cnn().eval()
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
+    jac = _dense_jacobian(net, x)  # shape: (n, o, p)
+    lin = ntkcore.Linearization(net.to("cuda", dtype), chunk_size=4)
+    ops = lin.at(x.to("cuda", dtype), cache=cache)
+    assert ops.cache == ("pullback" if cache == "auto" else cache)
+    v = torch.randn(5, lin.num_params, dtype=torch.float64)
+    u = torch.randn(5, 6, 3, dtype=torch.float64)
+    for _ in range(2):
+        assert _rel(ops.jvp(v.to("cuda", dtype)), torch.einsum("nop,kp->kno", jac, v)) < tol
+        assert _rel(ops.vjp(u.to("cuda", dtype)), torch.einsum("nop,kno->kp", jac, u)) < tol
+        assert _rel(ops.jvp(v[0].to("cuda", dtype)), torch.einsum("nop,p->no", jac, v[0])) < tol

@@ -186,3 +186,19 @@ def test_bad_input() -> None:
         ops.vjp(torch.zeros(N + 1, c.out_dim, dtype=torch.float64))
     with pytest.raises(ValueError, match="non-finite"):
         ops.vjp(torch.full((N, c.out_dim), float("inf"), dtype=torch.float64))
+
+
+def test_adapt_records_and_validates_the_product_cache() -> None:
+    from ntkcore import adapt
+
+    c = case("mlp")
+    model, x = c.build(), c.inputs(8)
+    y = torch.sin(x[:, :2])
+    dense = adapt(model, x, y, noise_variance=0.1, strategy="dense")
+    for cache in ("none", "pullback", "linearized"):
+        post = adapt(model, x, y, noise_variance=0.1, strategy="function", cache=cache, tol=1e-10)
+        assert post.diagnostics["product_cache"] == cache
+        xs = c.inputs(4, seed=9)
+        assert rel_err(post.predict(xs).mean, dense.predict(xs).mean) <= 1e-7
+    with pytest.raises(ValueError, match="cache must be one of"):
+        adapt(model, x, y, noise_variance=0.1, strategy="function", cache="all")
