@@ -258,6 +258,11 @@ def product_chunk(
     (no chunking) when all n points fit. Note that ``Linearization.chunk_size`` also sets the
     block size of explicit test Jacobians in ``predict``.
     """
+    if device.type == "cpu":
+        # The engine sizes CPU product chunks from its own byte budget
+        # (Linearization.product_chunk_size) and keeps one cached forward pass per chunk
+        # (lin.at(x)); a chunk here would only multiply those passes.
+        return None
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_point = rank * max(widths(hidden)) * itemsize * 4
     budget = fraction * free_memory(device) if device.type == "cuda" else min(
