@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_style import ReferencePipeline  # noqa: E402
 
 from ntkcore.linearization import Linearization  # noqa: E402
+from ntkcore.memory import available_memory  # noqa: E402
 from ntkcore.posterior import adapt  # noqa: E402
 
 IN_FEATURES = 5
@@ -235,20 +236,6 @@ def make_data(
     )
 
 
-def free_memory(device: torch.device) -> int:
-    """Free bytes on the device (MemAvailable on CPU)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 2**30
-
-
 def product_chunk(
     n: int, hidden: int, rank: int, *, device: torch.device, dtype: torch.dtype, fraction: float
 ) -> int | None:
@@ -265,8 +252,8 @@ def product_chunk(
         return None
     itemsize = torch.empty((), dtype=dtype).element_size()
     per_point = rank * max(widths(hidden)) * itemsize * 4
-    budget = fraction * free_memory(device) if device.type == "cuda" else min(
-        2 * 2**30, fraction * free_memory(device)
+    budget = fraction * available_memory(device) if device.type == "cuda" else min(
+        2 * 2**30, fraction * available_memory(device)
     )
     chunk = int(budget // per_point)
     return None if chunk >= n else max(64, chunk)
@@ -507,7 +494,7 @@ def run_reference_comparison(
             "backward passes"
         ),
     )
-    if dense_check and 3 * n * p * 8 > 0.25 * free_memory(torch.device("cpu")):
+    if dense_check and 3 * n * p * 8 > 0.25 * available_memory(torch.device("cpu")):
         ref.note += "; dense accuracy check skipped: Jacobian too large for memory"
     elif dense_check:  # not timed
         truth = dense_reference(hidden, n, m_test, noise=noise, s2=s2, seed=seed)
@@ -610,7 +597,7 @@ def run_rows(
             continue
         if row.method.startswith("parameter"):
             need = parameter_space_bytes(row.p, rank_bound(row.rank))
-            if need > 0.8 * free_memory(device):
+            if need > 0.8 * available_memory(device):
                 done.append(
                     replace(row, status=f"skipped: weight-space sketch needs ~{need / 2**30:.0f} "
                             "GiB (6 × p × rank float64)")
