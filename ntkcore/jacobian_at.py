@@ -59,6 +59,10 @@ class JacobianAt:
         Inputs, shape ``(n, *input_shape)``; validated once here.
     cache : {"auto", "none", "pullback", "linearized"}
         What to keep across products (see the module docstring).
+    strict : bool
+        For an explicit ``"pullback"``/``"linearized"``: raise ``ValueError`` when the
+        cache would not fit in memory (default), or, with ``strict=False``, run without a
+        cache as ``"auto"`` does.
 
     Attributes
     ----------
@@ -82,7 +86,9 @@ class JacobianAt:
     of the free memory.
     """
 
-    def __init__(self, linearization: Linearization, x: Tensor, *, cache: str = "auto") -> None:
+    def __init__(
+        self, linearization: Linearization, x: Tensor, *, cache: str = "auto", strict: bool = True
+    ) -> None:
         if not isinstance(linearization, Linearization):
             raise ValueError(
                 f"linearization must be a Linearization, got {type(linearization).__name__}"
@@ -96,7 +102,7 @@ class JacobianAt:
         self.n: int = self.x.shape[0]
         self.o: int = lin.output_dim(self.x)
         per_point = lin.saved_bytes_per_point(self.x)
-        self.cache, self.cache_reason = self._resolve(cache, per_point)
+        self.cache, self.cache_reason = self._resolve(cache, per_point, strict)
         self.cache_bytes = 0 if self.cache == "none" else self.n * per_point * (
             2 if self.cache == "linearized" else 1
         )
@@ -116,7 +122,7 @@ class JacobianAt:
         self.setup_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ setup
-    def _resolve(self, cache: str, per_point: int) -> tuple[str, str]:
+    def _resolve(self, cache: str, per_point: int, strict: bool) -> tuple[str, str]:
         device = self.linearization.device
         if cache == "none":
             return "none", "requested"
@@ -126,7 +132,7 @@ class JacobianAt:
         need = self.n * per_point * (2 if wanted == "linearized" else 1)
         budget = cache_budget(device)
         if need > budget:
-            if cache != "auto":
+            if cache != "auto" and strict:
                 raise ValueError(
                     f"cache={cache!r} would keep ~{need / 2**20:.0f} MiB of activations for "
                     f"{self.n} points, more than a quarter of the free memory "

@@ -393,7 +393,7 @@ class Linearization:
         """
         return self.jvp(x, self.vjp(x, u))
 
-    def at(self, x: Tensor, *, cache: str = "auto") -> JacobianAt:
+    def at(self, x: Tensor, *, cache: str = "auto", strict: bool = True) -> JacobianAt:
         """J(x) bound to fixed inputs ``x``, keeping forward passes across products.
 
         See :class:`~ntkcore.jacobian_at.JacobianAt`; ``cache`` is one of ``"auto"``,
@@ -401,7 +401,7 @@ class Linearization:
         """
         from ntkcore.jacobian_at import JacobianAt
 
-        return JacobianAt(self, x, cache=cache)
+        return JacobianAt(self, x, cache=cache, strict=strict)
 
     # ------------------------------------------------------------------ explicit
     def _jacobian_block(self, xc: Tensor) -> Tensor:

@@ -202,3 +202,58 @@ def test_adapt_records_and_validates_the_product_cache() -> None:
         assert rel_err(post.predict(xs).mean, dense.predict(xs).mean) <= 1e-7
     with pytest.raises(ValueError, match="cache must be one of"):
         adapt(model, x, y, noise_variance=0.1, strategy="function", cache="all")
+
+
+def test_strict_false_degrades_to_no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = case("mlp")
+    lin = Linearization(c.build())
+    monkeypatch.setattr(jacobian_at_module, "cache_budget", lambda device: 1)
+    ops = lin.at(c.inputs(N), cache="linearized", strict=False)
+    assert ops.cache == "none" and "exceeds" in ops.cache_reason
+
+
+class CountingMLP(nn.Module):
+    """Counts forward passes (calls of ``forward``, also under ``torch.func``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2))
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.net(x)
+
+
+def test_operators_keep_the_forward_pass_across_matmuls() -> None:
+    from ntkcore.operators import NTKLinearOperator
+
+    torch.manual_seed(0)
+    model = CountingMLP().double()
+    x = torch.randn(7, 3, dtype=torch.float64)
+    J = dense_jacobian(model, x).reshape(14, -1)
+    op = NTKLinearOperator(x, linearization=Linearization(model))
+    rhs = _vectors(14, 2, seed=12)
+    first = op @ rhs
+    before = model.calls
+    second = op @ rhs
+    assert model.calls - before == 1  # the jvp's primal only; the vjp reuses its pullback
+    assert rel_err(second, J @ J.T @ rhs) <= RTOL and torch.equal(first, second)
+
+
+def test_operator_cache_follows_in_place_changes_of_x() -> None:
+    from ntkcore.operators import NTKLinearOperator
+
+    torch.manual_seed(1)
+    model = make_counting_model()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    lin = Linearization(model)
+    rhs = _vectors(12, 1, seed=13)
+    NTKLinearOperator(x, linearization=lin) @ rhs
+    x.mul_(2.0)  # same tensor object, new values: the cached pullback must not be reused
+    J = dense_jacobian(model, x).reshape(12, -1)
+    assert rel_err(NTKLinearOperator(x, linearization=lin) @ rhs, J @ J.T @ rhs) <= RTOL
+
+
+def make_counting_model() -> CountingMLP:
+    return CountingMLP().double()

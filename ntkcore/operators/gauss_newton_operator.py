@@ -31,8 +31,9 @@ class GaussNewtonLinearOperator(LinearizationOperator):
     def _matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1
         r = rhs.unsqueeze(-1) if vector else rhs
-        jv = self.linearization.jvp(self.x, r.mT)  # shape: (k, n, o)
-        out = self.scale * self.linearization.vjp(self.x, jv).mT  # shape: (p, k)
+        at_x = self._products_at(self.x)
+        jv = at_x.jvp(r.mT)  # shape: (k, n, o)
+        out = self.scale * at_x.vjp(jv).mT  # shape: (p, k)
         return out.squeeze(-1) if vector else out
 
     def _t_matmul(self, rhs: Tensor) -> Tensor:

@@ -41,13 +41,13 @@ class JacobianLinearOperator(LinearizationOperator):
 
     def _jacobian_times(self, rhs: Tensor) -> Tensor:
         # rhs shape: (p, k) -> (n·o, k)
-        out = self.linearization.jvp(self.x, rhs.mT)  # shape: (k, n, o)
+        out = self._products_at(self.x).jvp(rhs.mT)  # shape: (k, n, o)
         return out.reshape(rhs.shape[-1], -1).mT
 
     def _jacobian_t_times(self, rhs: Tensor) -> Tensor:
         # rhs shape: (n·o, k) -> (p, k)
         u = rhs.mT.reshape(rhs.shape[-1], self._n, self._o)
-        return self.linearization.vjp(self.x, u).mT
+        return self._products_at(self.x).vjp(u).mT
 
     def _matmul(self, rhs: Tensor) -> Tensor:
         vector = rhs.dim() == 1

@@ -50,8 +50,8 @@ class NTKLinearOperator(LinearizationOperator):
         # rhs shape: (n_right·o, k) -> (n_left·o, k)
         k = rhs.shape[-1]
         u = rhs.mT.reshape(k, right.shape[0], self._o)
-        w = self.linearization.vjp(right, u)  # shape: (k, p)
-        out = self.linearization.jvp(left, w)  # shape: (k, n_left, o)
+        w = self._products_at(right).vjp(u)  # shape: (k, p)
+        out = self._products_at(left).jvp(w)  # shape: (k, n_left, o)
         return self.scale * out.reshape(k, -1).mT
 
     def _matmul(self, rhs: Tensor) -> Tensor:
