@@ -218,8 +218,7 @@ def timed(
     """
 
     def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync_device(device)
 
     sync()
     t0 = clock()

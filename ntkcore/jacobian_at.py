@@ -11,10 +11,11 @@ runs it once and keeps what the products need:
 ``"linearized"``
     Also the forward-mode tangent program of ``torch.func.linearize`` (traced once, with
     the primal activations folded in), so J v costs only the tangent propagation. Measured
-    on 1 CPU thread (``benchmarks/products.py``): NTK matvec J Jᵀ u per vector 2.9
-    (MLP 784-512-512-10, n = 256) and 2.6–3.8 (PreResNet-20, n = 64) forward-pass
-    equivalents against 5.1 and 6.9–8.1 uncached; tracing costs about 20–50 forward
-    passes once (0.1–0.2 s and 1.6 s there), repaid within ~10–30 products.
+    on 1 CPU thread (``benchmarks/products.py``, ``benchmarks/RESULTS.md``): NTK matvec
+    J Jᵀ u per vector 2.86–3.02 (MLP 784-512-512-10, n = 256) and 4.30–4.51
+    (PreResNet-20, n = 64) forward-pass equivalents for k = 1–32, against 3.16–5.76 and
+    4.69–6.70 for one-shot ``Linearization.ntk_vp``; building the cache costs 24 and 23
+    forward passes once, repaid within ~10–20 products.
 ``"none"``
     No cache: every product is a fresh :meth:`Linearization.jvp` / ``vjp``.
 ``"auto"``
@@ -111,8 +112,8 @@ class JacobianAt:
         self._chunks = chunk_slices(self.n, lin.product_chunk_size(self.x, 1))
         self._per_point = per_point
         # Accelerators batch vectors with vmap; the CPU runs one vector at a time through
-        # the cached pass (measured, PreResNet-20, 1 thread: J v 1.3–1.5 forward passes
-        # per vector looped against 3.0–3.9 vmapped at k = 8–32).
+        # the cached pass (PreResNet-20, 1 thread, benchmarks/RESULTS.md: the traced J v
+        # costs 2.20–2.24 forward passes per vector looped, 3.63–6.24 vmapped at k = 8–32).
         self._batch_vectors = lin.device.type != "cpu"
         self._outputs: list[Tensor] = []
         self._pullbacks: list[Pullback] = []

@@ -16,6 +16,8 @@ Row index convention: the Jacobian's row for data point i and output a is ``i * 
 from __future__ import annotations
 
 import contextlib
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,9 @@ __all__ = ["Linearization", "as_linearization", "chunk_slices"]
 
 # Bytes of explicit Jacobian rows materialized at once when no chunk_size is given.
 _DEFAULT_JACOBIAN_BYTES = 256 * 2**20
+# Inputs whose JacobianAt ``at(..., reuse=True)`` keeps (the train and test inputs of a
+# GPyTorch model).
+_REUSED_INPUTS = 2
 
 
 class Linearization:
@@ -104,6 +109,8 @@ class Linearization:
         self._fixed: dict[str, Tensor] = fixed
         self._output_dim: int | None = None
         self._saved_bytes: dict[tuple[tuple[int, ...], torch.dtype], int] = {}
+        # JacobianAt objects handed out with reuse=True, newest last (see ``at``).
+        self._reused: OrderedDict[tuple, tuple[weakref.ref, int, JacobianAt]] = OrderedDict()
 
     # ------------------------------------------------------------------ basics
     @property
@@ -393,15 +400,32 @@ class Linearization:
         """
         return self.jvp(x, self.vjp(x, u))
 
-    def at(self, x: Tensor, *, cache: str = "auto", strict: bool = True) -> JacobianAt:
+    def at(
+        self, x: Tensor, *, cache: str = "auto", strict: bool = True, reuse: bool = False
+    ) -> JacobianAt:
         """J(x) bound to fixed inputs ``x``, keeping forward passes across products.
 
         See :class:`~ntkcore.jacobian_at.JacobianAt`; ``cache`` is one of ``"auto"``,
-        ``"none"``, ``"pullback"``, ``"linearized"``.
+        ``"none"``, ``"pullback"``, ``"linearized"``. With ``reuse=True`` the object is
+        kept and handed out again for the same tensor ``x`` (same object, not modified
+        in place since) and the same options; at most :data:`_REUSED_INPUTS` inputs are
+        kept, oldest dropped. ``linear_operator`` rebuilds operators from their arguments
+        for every matmul, so this is how the operators keep a forward pass across matmuls.
         """
         from ntkcore.jacobian_at import JacobianAt
 
-        return JacobianAt(self, x, cache=cache, strict=strict)
+        if not reuse:
+            return JacobianAt(self, x, cache=cache, strict=strict)
+        key = (id(x), cache, strict)
+        hit = self._reused.get(key)
+        if hit is not None and hit[0]() is x and hit[1] == x._version:
+            self._reused.move_to_end(key)
+            return hit[2]
+        products = JacobianAt(self, x, cache=cache, strict=strict)
+        self._reused[key] = (weakref.ref(x), x._version, products)
+        while len(self._reused) > _REUSED_INPUTS:
+            self._reused.popitem(last=False)
+        return products
 
     # ------------------------------------------------------------------ explicit
     def _jacobian_block(self, xc: Tensor) -> Tensor:

@@ -13,8 +13,8 @@ __all__ = ["available_memory", "cache_budget", "product_budget"]
 # k vectors × points per chunk × activation bytes per point. Measured with
 # benchmarks/products.py (1 thread): PreResNet-20 (1.45 MiB per point) costs 2.2 forward
 # passes per vector for J v at k × chunk ≈ 128 (186 MiB) and 6.9 unchunked at
-# k × n = 32 × 64 (2.9 GiB); the MLP 784-512-512-10 (7 KiB per point) is fastest
-# unchunked (56 MiB at k × n = 32 × 256) and slower when chunked (re-reading the k·p
+# k × n = 32 × 64 (2.9 GiB); the MLP 784-512-512-10 (4 KiB per point) is fastest
+# unchunked (32 MiB at k × n = 32 × 256) and slower when chunked (re-reading the k·p
 # tangent weights per chunk).
 CPU_PRODUCT_BYTES = 192 * 2**20
 

@@ -257,3 +257,19 @@ def test_operator_cache_follows_in_place_changes_of_x() -> None:
 
 def make_counting_model() -> CountingMLP:
     return CountingMLP().double()
+
+
+def test_reuse_hands_out_the_same_products_for_the_same_unmodified_tensor() -> None:
+    c = case("mlp")
+    lin = Linearization(c.build())
+    x, other = c.inputs(N), c.inputs(N, seed=4)
+    first = lin.at(x, cache="pullback", reuse=True)
+    assert lin.at(x, cache="pullback", reuse=True) is first
+    assert lin.at(x, cache="pullback") is not first  # reuse is opt-in
+    assert lin.at(x, cache="none", reuse=True) is not first  # other options, other object
+    x.add_(1.0)
+    assert lin.at(x, cache="pullback", reuse=True) is not first  # modified in place
+    a = lin.at(other, cache="pullback", reuse=True)
+    lin.at(c.inputs(N, seed=5), cache="pullback", reuse=True)
+    lin.at(c.inputs(N, seed=6), cache="pullback", reuse=True)
+    assert lin.at(other, cache="pullback", reuse=True) is not a  # at most two kept

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -12,10 +10,6 @@ from torch import Tensor
 
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
-
-# Inputs whose cached forward pass one linearization keeps for its operators (train and
-# test inputs of a GPyTorch model).
-_SHARED_PRODUCTS = 2
 
 
 class LinearizationOperator(LinearOperator):
@@ -30,28 +24,10 @@ class LinearizationOperator(LinearOperator):
     linearization: Linearization
 
     def _products_at(self, x: Tensor) -> JacobianAt:
-        """Products at ``x`` that keep its forward pass (the ``vjp`` pullback), shared by
-        all operators on the same linearization and the same (unmodified) tensor ``x``.
-
-        ``linear_operator`` rebuilds an operator from its arguments for every matmul, so
-        the cache lives on the linearization, keyed by the identity and version counter
-        of ``x`` and holding at most :data:`_SHARED_PRODUCTS` inputs (oldest dropped).
-        Repeated matmuls (CG in GPyTorch) then skip one forward pass each; without a
-        cache when it would not fit in memory.
-        """
-        shared: OrderedDict[int, tuple[weakref.ref, int, JacobianAt]] = (
-            self.linearization.__dict__.setdefault("_operator_products", OrderedDict())
-        )
-        key = id(x)
-        hit = shared.get(key)
-        if hit is not None and hit[0]() is x and hit[1] == x._version:
-            shared.move_to_end(key)
-            return hit[2]
-        products = self.linearization.at(x, cache="pullback", strict=False)
-        shared[key] = (weakref.ref(x), x._version, products)
-        while len(shared) > _SHARED_PRODUCTS:
-            shared.popitem(last=False)
-        return products
+        """Products at ``x`` that keep its forward pass (the ``vjp`` pullback) across the
+        operator's matmuls (CG in GPyTorch: one forward pass fewer per matmul); without
+        a cache when it would not fit in memory."""
+        return self.linearization.at(x, cache="pullback", strict=False, reuse=True)
 
     @property
     def dtype(self) -> torch.dtype:
