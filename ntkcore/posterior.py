@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.fisher import fisher_vp
-from ntkcore.jacobian_at import CACHES
+from ntkcore.jacobian_at import CACHES, JacobianAt
 from ntkcore.linearization import Linearization, as_linearization
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.solvers.cg import conjugate_gradients
@@ -323,8 +323,7 @@ def _fit_dense(
 
 
 def _fit_iterative(
-    lin: Linearization,
-    x: Tensor,
+    at_x: JacobianAt,
     resid: Tensor,
     s2: float,
     sigma2: float,
@@ -337,21 +336,21 @@ def _fit_iterative(
     fisher: str = "exact",
     max_rank: int = 512,
     variance_tol: float = 0.1,
-    cache: str = "auto",
 ) -> tuple[Tensor, Tensor, Callable[[], tuple[float, float]], dict[str, Any]]:
     """Matrix-free posterior: Nyström-preconditioned CG in function or weight space.
+
+    Every product is at the training inputs through ``at_x`` (``lin.at(x)``), which keeps
+    the forward pass (and, on the CPU, the traced tangent program) across the sketch, CG
+    and the variance factor.
 
     ``rank="auto"`` grows the sketch (blocks of 32, doubling, at most ``max_rank``) until
     its smallest eigenvalue λ̂_r <= c · min(1, ``variance_tol``); see :func:`adapt`.
     """
     c = sigma2 / s2
     n, o = resid.shape
+    lin, x = at_x.linearization, at_x.x
     n_obs, p = n * o, lin.num_params
     dtype = lin.dtype
-
-    # Every product below is at the same x: keep the forward pass (and, on the CPU, the
-    # traced tangent program) across the sketch, CG and the variance factor.
-    at_x = lin.at(x, cache=cache)
 
     def jvp_cols(v: Tensor) -> Tensor:  # (p, k) -> (N, k)
         return at_x.jvp(v.mT).reshape(v.shape[-1], -1).mT
@@ -675,7 +674,6 @@ def adapt(
     x = lin.prepare_inputs(x)
     y = _validate_targets(lin, x, y)
     n, o = y.shape
-    resid = y - lin(x) if mean == "network" else y
     n_obs, p = n * o, lin.num_params
 
     if strategy == "auto":
@@ -692,6 +690,7 @@ def adapt(
         "device": str(lin.device),
     }
     if chosen == "dense":
+        resid = y - lin(x) if mean == "network" else y
         weights, factor, form, spectral, extra = _fit_dense(lin, x, resid, s2, sigma2)
 
         def lml() -> tuple[float, float]:
@@ -710,10 +709,12 @@ def adapt(
             exact_variance=True,
         )
     else:
+        at_x = lin.at(x, cache=cache)
+        # The network mean comes from the cached forward pass: no extra pass over x.
+        resid = y - at_x.output if mean == "network" else y
         weights, factor, lml, extra = _fit_iterative(
-            lin, x, resid, s2, sigma2, space=chosen, tol=tol, max_iter=max_iter,
+            at_x, resid, s2, sigma2, space=chosen, tol=tol, max_iter=max_iter,
             rank=rank, seed=seed, fisher=fisher, max_rank=max_rank, variance_tol=variance_tol,
-            cache=cache,
         )
         form = "subtract"
     diagnostics.update(extra)
