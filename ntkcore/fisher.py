@@ -105,6 +105,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
+from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization, as_linearization, chunk_slices
 
 __all__ = [
@@ -408,6 +409,58 @@ def _fvp_chunk_autograd(fwd, lin, xc, v, likelihood, floor, scale):
     return torch.stack(rows)
 
 
+def _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor):
+    """Unit directions, the step and the per-vector weights of ``fd`` for a batch ``v``."""
+    n = x.shape[0]
+    norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
+    inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
+    unit = v * inverse.to(v.dtype)[:, None]
+    if eps is None:
+        theta_norm = float(torch.linalg.vector_norm(theta_flat, dtype=torch.float64))
+        eps = default_eps(theta_norm, lin.dtype, central)
+    elif eps == "auto":
+        probe = int(torch.argmax(norms))  # a nonzero row when there is one
+        eps = _calibrate(lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS).eps
+    # the pass weights hold 1/ε; scale back the unit directions and average over points
+    return unit, eps, norms / n
+
+
+def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor):
+    """F v for a batch ``v`` (k, p) through the cached forward pass and pullback of a
+    :class:`~ntkcore.jacobian_at.JacobianAt`: the pass at θ that every ``fd`` or
+    ``exact`` product starts with is not repeated (validated inputs)."""
+    lin, x, n = at_x.linearization, at_x.x, at_x.n
+    f0 = at_x.output.double()  # shape: (n, o)
+    if method == "exact":
+        jv = at_x.jvp(v).double()  # shape: (k, n, o)
+        cot = _apply_output_fisher(f0, jv, likelihood, floor) / n
+    else:
+        theta_flat = lin.parameter_vector()
+        unit, eps, weights = _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor)
+        theta_wide = theta_flat.to(torch.float64)
+        fwd = lin.functional_forward
+
+        def passes() -> Tensor:
+            with torch.no_grad():
+                return torch.stack(
+                    [
+                        torch.cat(
+                            [
+                                _fd_output_grad(
+                                    fwd, lin, f0[s], theta_flat, theta_wide, x[s], u, eps,
+                                    central, likelihood, floor,
+                                )
+                                for s in chunk_slices(n, lin.chunk_size)
+                            ]
+                        )
+                        for u in unit
+                    ]
+                )
+
+        cot = lin.evaluate(passes, x) * weights[:, None, None]
+    return at_x.vjp(cot.to(lin.dtype))
+
+
 def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
     """F v for a batch ``v`` of shape (k, p); validated inputs."""
     fwd = lin.functional_forward
@@ -418,18 +471,8 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
         tangents = lin.unflatten(v)
         weights = torch.full((v.shape[0],), 1.0 / n, dtype=torch.float64, device=v.device)
     elif method == "fd":
-        norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
-        inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
-        unit = v * inverse.to(v.dtype)[:, None]
-        if eps is None:
-            theta_norm = float(torch.linalg.vector_norm(theta_flat, dtype=torch.float64))
-            eps = default_eps(theta_norm, lin.dtype, central)
-        elif eps == "auto":
-            probe = int(torch.argmax(norms))  # a nonzero row when there is one
-            eps = _calibrate(lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS).eps
+        unit, eps, weights = _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor)
         theta_wide = theta_flat.to(torch.float64)
-        # the pass weights hold 1/ε; scale back the unit directions and average over points
-        weights = norms / n
     parts = []
     for s in chunk_slices(n, chunk):
         xc = x[s]
@@ -631,8 +674,8 @@ def calibrate_eps(
 
 # ---------------------------------------------------------------------------- public entry
 def fisher_vp(
-    model_or_lin: nn.Module | Linearization,
-    x: Tensor,
+    model_or_lin: nn.Module | Linearization | JacobianAt,
+    x: Tensor | None,
     v: Tensor,
     *,
     likelihood: str = "gaussian",
@@ -646,12 +689,15 @@ def fisher_vp(
 
     Parameters
     ----------
-    model_or_lin : nn.Module or Linearization
+    model_or_lin : nn.Module, Linearization or JacobianAt
         The trained network, or its :class:`~ntkcore.linearization.Linearization` (which
         selects the parameters θ; a module is wrapped with all its parameters). The network
-        is evaluated in eval mode.
-    x : Tensor
-        Inputs, shape ``(n, *input_shape)``.
+        is evaluated in eval mode. A :class:`~ntkcore.jacobian_at.JacobianAt`
+        (``lin.at(x)``, with ``x=None`` here) reuses its cached forward pass at θ and its
+        pullback, so repeated products at the same inputs (CG in weight space) save the
+        pass at θ that each call otherwise starts with (not for ``"autograd"``).
+    x : Tensor or None
+        Inputs, shape ``(n, *input_shape)``; ``None`` with a ``JacobianAt``.
     v : Tensor
         Parameter-space vectors, shape ``(p,)`` or ``(k, p)``.
     likelihood : {"gaussian", "categorical", "heteroscedastic"}
@@ -697,8 +743,17 @@ def fisher_vp(
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     floor = _check_scale_floor(scale_floor)
-    lin = as_linearization(model_or_lin)
-    x = lin.prepare_inputs(x)
+    at_x = None
+    if isinstance(model_or_lin, JacobianAt):
+        at_x = model_or_lin
+        if x is not None:
+            raise ValueError("x must be None when the products are a JacobianAt (bound to x)")
+        if method == "autograd":
+            raise ValueError("method='autograd' needs a model or Linearization, not a JacobianAt")
+        lin, x = at_x.linearization, at_x.x
+    else:
+        lin = as_linearization(model_or_lin)
+        x = lin.prepare_inputs(x)
     v = _check_v(lin, v)
     _check_output_dim(likelihood, lin.output_dim(x))
     chunk = chunk_size if chunk_size is not None else lin.chunk_size
@@ -706,5 +761,8 @@ def fisher_vp(
     vb = v if batched else v.unsqueeze(0)
     precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
     with precision:
-        out = _fisher_vp(lin, x, vb, likelihood, method, eps, central, floor, chunk)
+        if at_x is not None and at_x.cache != "none":
+            out = _fisher_vp_at(at_x, vb, likelihood, method, eps, central, floor)
+        else:
+            out = _fisher_vp(lin, x, vb, likelihood, method, eps, central, floor, chunk)
     return out if batched else out[0]

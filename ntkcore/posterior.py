@@ -374,7 +374,7 @@ def _fit_iterative(
         dim = p
 
         def gram(v: Tensor) -> Tensor:  # Jᵀ J v = n F v, F by finite differences (Eq. 5)
-            return n * fisher_vp(lin, x, v.mT, likelihood="gaussian", method="fd").mT
+            return n * fisher_vp(at_x, None, v.mT, likelihood="gaussian", method="fd").mT
 
     if space == "parameter":
         rhs = vjp_cols(resid.reshape(-1, 1))
@@ -449,14 +449,14 @@ def _fit_iterative(
     if not exact_variance:
         u64 = basis.to(_F64)
 
-        def tail(v: Tensor) -> Tensor:  # (I − P) J Jᵀ (I − P) v
+        def tail_kernel(v: Tensor) -> Tensor:  # (I − P) J Jᵀ (I − P) v
             v64 = v.to(_F64)
             v64 = v64 - u64 @ (u64.mT @ v64)
-            kv = jvp_cols(vjp_cols(v64.to(dtype))).to(_F64)
+            kv = kernel(v64.to(dtype)).to(_F64)
             return kv - u64 @ (u64.mT @ kv)
 
         variance_bound = largest_eigenvalue(
-            tail, n_obs, dtype=dtype, device=lin.device,
+            tail_kernel, n_obs, dtype=dtype, device=lin.device,
             generator=torch.Generator().manual_seed(seed + 2),
         ) / c
 
@@ -485,8 +485,8 @@ def _fit_iterative(
     # left out of the basis with eigenvalue λ contributes λ/(λ + c) of its prior variance
     # to the error and c/(λ + c) to the variance (exact eigenvectors; see adapt). A λ̂_r
     # of 0 only says that the tail lies below the sketch's resolution ν.
-    tail = nystrom.smallest if nystrom.smallest > 0 else nystrom.resolution
-    variance_error = 0.0 if exact_variance else tail / c
+    resolved_tail = nystrom.smallest if nystrom.smallest > 0 else nystrom.resolution
+    variance_error = 0.0 if exact_variance else resolved_tail / c
     rounds = [
         {"rank": rd.rank, "smallest_eigenvalue_over_shift": rd.smallest_eigenvalue / c,
          "seconds": rd.seconds}

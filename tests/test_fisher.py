@@ -198,6 +198,36 @@ def test_matches_dense_fisher(name, likelihood, method):
     assert rel_err(out, v @ fisher) <= tol
 
 
+@pytest.mark.parametrize("cache", ["pullback", "linearized", "none"])
+@pytest.mark.parametrize(("method", "central"), [("exact", False), ("fd", False), ("fd", True)])
+@pytest.mark.parametrize(("name", "likelihood"), COMBOS, ids=lambda c: str(c))
+def test_products_bound_to_x_match_dense_fisher(name, likelihood, method, central, cache):
+    """fisher_vp on lin.at(x) (cached pass at θ and pullback) against the dense F."""
+    model, x = _setup(name)
+    fisher = _dense(name, likelihood)
+    v = _vectors(fisher.shape[0])
+    at_x = Linearization(model, chunk_size=4).at(x, cache=cache)
+    kw = {"central": central} if method == "fd" else {}
+    out = fisher_vp(
+        at_x, None, v, likelihood=likelihood, method=method, **kw, **_floor(likelihood)
+    )
+    assert out.shape == v.shape and out.dtype == torch.float64
+    tol = FD64_RTOL[central] if method == "fd" else RTOL
+    assert rel_err(out, v @ fisher) <= tol
+    assert rel_err(fisher_vp(at_x, None, v[0], likelihood=likelihood, method=method, **kw,
+                             **_floor(likelihood))[None], v[:1] @ fisher) <= tol
+
+
+def test_products_bound_to_x_bad_input():
+    model, x = _setup("mlp")
+    at_x = Linearization(model).at(x)
+    v = _vectors(at_x.num_params)
+    with pytest.raises(ValueError, match="x must be None"):
+        fisher_vp(at_x, x, v)
+    with pytest.raises(ValueError, match="autograd"):
+        fisher_vp(at_x, None, v, method="autograd")
+
+
 @pytest.mark.parametrize(("name", "likelihood"), COMBOS[:4] + COMBOS[5:6], ids=lambda c: str(c))
 def test_fd_central_float64(name, likelihood):
     model, x = _setup(name)
