@@ -94,3 +94,16 @@ def test_jacobian_at_matches_cpu_dense(cache: str, dtype: torch.dtype, tol: floa
         assert _rel(ops.jvp(v.to("cuda", dtype)), torch.einsum("nop,kp->kno", jac, v)) < tol
         assert _rel(ops.vjp(u.to("cuda", dtype)), torch.einsum("nop,kno->kp", jac, u)) < tol
         assert _rel(ops.jvp(v[0].to("cuda", dtype)), torch.einsum("nop,p->no", jac, v[0])) < tol
+
+
+@pytest.mark.parametrize("method", ["exact", "fd"])
+def test_fisher_products_bound_to_x_match_cpu(method: str) -> None:
+    """fisher_vp on lin.at(x) on the GPU against the dense float64 CPU Gauss–Newton."""
+    net = _cnn().eval()
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
+    jac = _dense_jacobian(net, x)  # shape: (n, o, p)
+    lin = ntkcore.Linearization(net.to("cuda"))
+    v = torch.randn(3, lin.num_params, dtype=torch.float64)
+    out = ntkcore.fisher_vp(lin.at(x.cuda()), None, v.cuda(), method=method)
+    expected = torch.einsum("nop,noq,kq->kp", jac, jac, v) / x.shape[0]  # gaussian: Λ = I
+    assert _rel(out, expected) < (1e-5 if method == "fd" else 1e-10)
