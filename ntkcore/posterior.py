@@ -348,7 +348,7 @@ def _fit_iterative(
     """
     c = sigma2 / s2
     n, o = resid.shape
-    lin, x = at_x.linearization, at_x.x
+    lin = at_x.linearization
     n_obs, p = n * o, lin.num_params
     dtype = lin.dtype
 
