@@ -12,27 +12,17 @@ from __future__ import annotations
 import time
 
 import torch
+from check_cases import cases, forward_seconds
 
-from ntkcore import Linearization, zoo
+from ntkcore import Linearization
 from ntkcore.fisher import fisher_vp
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    cases = [
-        ("mlp", zoo.create("mlp", in_features=784, out_features=10, width=512, depth=2),
-         torch.randn(256, 784)),
-        ("preresnet20", zoo.create("preresnet20"), torch.randn(32, 3, 32, 32)),
-    ]  # fmt: skip
-    for name, model, x in cases:
-        model.eval()
+    for name, model, x in cases(resnet_batch=32):
         lin = Linearization(model)
-        with torch.no_grad():
-            model(x)
-            t0 = time.process_time()
-            for _ in range(5):
-                model(x)
-            t_fwd = (time.process_time() - t0) / 5
+        t_fwd = forward_seconds(model, x)
         at_x = lin.at(x, cache="pullback")
         for k in (1, 8):
             v = torch.randn(k, lin.num_params)

@@ -10,32 +10,18 @@ from __future__ import annotations
 import time
 
 import torch
+from check_cases import cases, forward_seconds
 
-from ntkcore import Linearization, zoo
+from ntkcore import Linearization
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    cases = [
-        ("mlp", zoo.create("mlp", in_features=784, out_features=10, width=512, depth=2),
-         torch.randn(256, 784)),
-        ("preresnet20", zoo.create("preresnet20"), torch.randn(64, 3, 32, 32)),
-    ]  # fmt: skip
     print("| model | k | Jᵀu fwd/vector | NTK matvec fwd/vector |")
     print("|---|---:|---:|---:|")
-    for name, model, x in cases:
-        model.eval()
+    for name, model, x in cases(resnet_batch=64):
         lin = Linearization(model)
-
-        def forward(model: torch.nn.Module = model, x: torch.Tensor = x) -> None:
-            with torch.no_grad():
-                model(x)
-
-        forward()
-        t0 = time.process_time()
-        for _ in range(5):
-            forward()
-        t_fwd = (time.process_time() - t0) / 5
+        t_fwd = forward_seconds(model, x)
         o = lin.output_dim(x)
         lin.ntk_vp(x, torch.randn(2, x.shape[0], o))  # warm-up
         for k in (1, 8, 32):
