@@ -46,51 +46,39 @@ Output-space Fishers Λ(f) and KL divergences D(f ‖ f') of the supported likel
 Step size and error of ``"fd"``
 -------------------------------
 Each vector is normalized to unit norm before the perturbation (the result is scaled back),
-so one step serves all vectors. The default (:func:`default_eps`) is
-
-    ε = 1.5 · (u (1 + ‖θ‖))^{1/2}      (forward differences),
-    ε = 0.15 · (u (1 + ‖θ‖))^{1/3}     (central differences),
-
-with u the unit roundoff of the parameters' dtype (2⁻²⁴ in float32). ``eps="auto"``
-(:func:`calibrate_eps`) instead measures the error of 8 candidate steps on a few points and
-picks one. Error model, relative to ‖F v‖ for a unit v, measured term by term in float32
-(``benchmarks/RESULTS.md``, "Fisher-vector products"):
+so one step serves all vectors. Three errors compete in float32 (measured term by term,
+``benchmarks/RESULTS.md``, "Fisher-vector products"):
 
 * Rounding of the perturbation: θ + εv is stored in float32, which moves coordinate i by
-  up to u|θᵢ| (a direction error ≈ u‖θ‖/ε, dominated by BatchNorm weights ≈ 1). The
-  offset actually applied, δ = fl(θ + εv) − θ, is known exactly (computed in float64).
-  Central differences use it: the second point is fl(θ − tδ − t(t+1)ε r) with
-  r = v − δ/ε and t = 2, weighted α = t/((1+t)ε) and β = −α/t², so that αδ₁ + βδ₂ = v up
-  to the second point's own rounding divided by t(t+1) = 6, and the quadratic terms
-  αδ₁δ₁ᵀ + βδ₂δ₂ᵀ still cancel (second order). Same cost as symmetric central
-  differences; forward differences have one point and keep this error.
-* Rounding of the forward passes: each pass rounds its activations to a few u relative,
-  which is ≈ u‖f‖/(ε‖Jv‖) in the difference — the dominant rounding term on every network
-  measured (PreResNet-20: 2-3x the perturbation term at the default step).
-* Truncation: O(ε) for forward differences and O(ε²) for central ones on smooth networks,
-  but ≈ O(ε^{1/2}) where ReLU kinks are crossed: a unit whose pre-activation is within
-  ε|∂z| of zero contributes a secant instead of a tangent, a fraction ∝ ε of units do, and
-  their errors add like a random walk (float64 PreResNet-20, n = 32: 2.4e-3, 1.3e-3, 4.5e-4,
-  1.5e-4 at ε = 3e-3, 1e-3, 1e-4, 1e-5, then 3e-8 at 1e-6 when no unit crosses). Central
-  differences remove the bias of the secants, not their scatter.
+  up to u|θᵢ| (u the unit roundoff, 2⁻²⁴), a direction error ≈ u‖θ‖/ε. The offset actually
+  applied, δ = fl(θ + εv) − θ, is known exactly (computed in float64). Central differences
+  use it: the second point is fl(θ − tδ − t(t+1)ε r) with r = v − δ/ε and t = 2, weighted
+  α = t/((1+t)ε) and β = −α/t², so that αδ₁ + βδ₂ = v up to the second point's own
+  rounding divided by t(t+1) = 6, and the quadratic terms αδ₁δ₁ᵀ + βδ₂δ₂ᵀ still cancel.
+  Same cost as symmetric central differences; forward differences keep this error.
+* Rounding of the forward passes, ≈ u‖f‖/(ε‖Jv‖) in the difference.
+* Truncation: O(ε) for forward and O(ε²) for central differences on smooth functions. A
+  ReLU network is not smooth: a unit whose pre-activation lies within ε|∂z| of zero
+  contributes a secant instead of a tangent, a fraction ∝ ε of the units do, and their
+  errors add like a random walk — ≈ O(ε^{1/2}) whatever the scheme. Against rounding ∝ 1/ε
+  that left 1.6–2.8e-3 on CIFAR CNNs at n = 32 (``kinks="live"``, the 2021 reference's
+  behaviour).
 
-On smooth networks the optimum is therefore far above the rule (a 1M-parameter tanh MLP,
-n = 32: 3.5e-3 forward / 2.2e-3 central at the rule, 7e-5 with ``central=True,
-eps="auto"`` at 32x the rule's forward step). On ReLU/BatchNorm CNNs rounding ∝ 1/ε meets
-truncation ∝ ε^{1/2} near the rule's step, so the best achievable error, ≈ a^{1/3} b^{2/3}
-for rounding a/ε and truncation b ε^{1/2}, is a property of the network and batch: in
-float32 against float32 ``exact``, central differences at the default step give 1.6e-3
-(AlexNet) and 2.7-2.8e-3 (PreResNet-20, WRN-16-4) at n = 32, 7.5e-4 and 1.0e-3 (AlexNet,
-PreResNet-20) at n = 128; forward differences 2.9-3.4e-3 at n = 32. ``eps="auto"`` does
-not beat the rule there (its one-direction estimate is too noisy to resolve a factor 1.5),
-so the rule stays the default. The float32 goal of 1e-3 is thus met on tanh MLPs (large
-ones with ``eps="auto"``), on small ReLU/BatchNorm CNNs, and with central differences at
-n ≥ 128 on AlexNet and PreResNet-20; not by two float32 forward passes on the CIFAR CNNs at
-n = 32. Float64 forward passes would reach 1e-6 with a tiny step, but cost 5-12x a float32
-forward on a CPU (no oneDNN float64 convolutions), more than ``exact``. On PreResNet-56/110
-at initialization float32 ``exact`` itself is 2e-3 and 5e-3 from float64 (tangents of the
-early layers cancel in the global average pooling) and fd is 1-4e-2 from both. On CUDA the
-finite-difference passes run with TF32 off (restored after).
+``kinks="frozen"`` (default) removes the crossings: the pass at θ records its activation
+pattern — ReLU signs, max-pooling argmaxes (:mod:`ntkcore.kinks`) — and the perturbed passes
+replay it, so they evaluate a smooth (piecewise-polynomial, locally polynomial) function
+with the same value and Jacobian at θ. Truncation is then O(ε) / O(ε²), which allows
+10–100x longer steps and so 10–100x less rounding. Steps (:func:`default_eps`): with frozen
+kinks ε = 1.5 u^{1/2} max(1, ‖θ‖) forward and 0.5 u^{1/3} max(1, ‖θ‖) central (each weight
+moves by ~1e-4 resp. ~2e-3 of its size); with live kinks 1.5 (u(1 + ‖θ‖))^{1/2} and
+0.15 (u(1 + ‖θ‖))^{1/3}. ``eps="auto"`` (:func:`calibrate_eps`) measures 8 candidate steps
+on a few points instead. Measured in float32 against float32 ``exact`` (CIFAR-sized inputs,
+n = 32, categorical): frozen forward differences 2.6e-4–9.5e-4 on AlexNet, PreResNet-20/56,
+WRN-16-4 and a 1M-parameter tanh MLP, central differences 1.5e-5–1.5e-4 on all of these
+and PreResNet-110 (where float32 ``exact`` is itself 4e-3 from float64); live kinks:
+1.6e-3–4.4e-2. Replaying needs static control flow (the same kinked operations in the same
+order); a network that branches on its parameters raises ``ValueError`` and should use
+``kinks="live"``. On CUDA the finite-difference passes run with TF32 off (restored after).
 """
 
 from __future__ import annotations
@@ -106,9 +94,11 @@ from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from ntkcore.jacobian_at import JacobianAt
+from ntkcore.kinks import ActivationPattern
 from ntkcore.linearization import Linearization, as_linearization, chunk_slices
 
 __all__ = [
+    "KINKS",
     "LIKELIHOODS",
     "METHODS",
     "StepCalibration",
@@ -119,9 +109,17 @@ __all__ = [
     "output_kl",
 ]
 
-# Constants of the automatic step (module docstring); set from measurements.
-_C_FORWARD = 1.5
-_C_CENTRAL = 0.15
+# Constants of the automatic step (module docstring), (kinks, central) -> C; set from
+# measurements (benchmarks/RESULTS.md, "Frozen activation patterns"). Frozen kinks (and
+# smooth networks): ε = C u^{1/2} max(1, ‖θ‖) forward, C u^{1/3} max(1, ‖θ‖) central — the
+# best forward steps of eight networks (‖θ‖ = 7..156) lie at C = 0.5..2.2, the central ones
+# in a broad minimum around 0.5. Live kinks: ε = C (u (1 + ‖θ‖))^{1/2 or 1/3}.
+_STEP_CONSTANTS = {
+    ("frozen", False): 1.5,
+    ("frozen", True): 0.5,
+    ("live", False): 1.5,
+    ("live", True): 0.15,
+}
 # Central differences evaluate θ + εv and θ − _CENTRAL_RATIO·εv (compensated; see _fd_points).
 _CENTRAL_RATIO = 2.0
 # Step calibration (eps="auto"): data points used, and the candidate steps as powers of two
@@ -134,6 +132,8 @@ _CALIBRATION_SLACK = 1.25
 LIKELIHOODS: tuple[str, ...] = ("gaussian", "categorical", "heteroscedastic")
 #: Methods accepted by :func:`fisher_vp`.
 METHODS: tuple[str, ...] = ("fd", "exact", "autograd")
+#: Treatments of ReLU / max-pooling kinks by ``method="fd"`` (:mod:`ntkcore.kinks`).
+KINKS: tuple[str, ...] = ("frozen", "live")
 
 
 # ---------------------------------------------------------------------------- output space
@@ -297,7 +297,15 @@ def _full_float32(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = conv
 
 
-def default_eps(theta_norm: float, dtype: torch.dtype, central: bool = False) -> float:
+def _check_kinks(kinks: object) -> str:
+    if not isinstance(kinks, str) or kinks not in KINKS:
+        raise ValueError(f"kinks must be one of {list(KINKS)}, got {kinks!r}")
+    return kinks
+
+
+def default_eps(
+    theta_norm: float, dtype: torch.dtype, central: bool = False, kinks: str = "frozen"
+) -> float:
     """The automatic finite-difference step of ``method="fd"`` for unit-norm directions.
 
     Parameters
@@ -308,17 +316,30 @@ def default_eps(theta_norm: float, dtype: torch.dtype, central: bool = False) ->
         The parameters' floating-point type (sets the unit roundoff u).
     central : bool
         Step for central instead of forward differences.
+    kinks : {"frozen", "live"}
+        Whether the perturbed passes replay the activation pattern at θ (longer steps) or
+        re-decide every ReLU (short steps; see the module docstring).
 
     Returns
     -------
     float
         ε; see the module docstring for the rule and its justification.
     """
+    kinks = _check_kinks(kinks)
     u = torch.finfo(dtype).eps / 2
-    scale = 1.0 + float(theta_norm)
-    if central:
-        return _C_CENTRAL * (u * scale) ** (1.0 / 3.0)
-    return _C_FORWARD * math.sqrt(u * scale)
+    power = 1.0 / 3.0 if central else 0.5
+    constant = _STEP_CONSTANTS[(kinks, bool(central))]
+    if kinks == "frozen":  # each parameter moves by ~C u^power of itself (scale-invariant)
+        return constant * u**power * max(1.0, float(theta_norm))
+    return constant * (u * (1.0 + float(theta_norm))) ** power
+
+
+def _recording(pattern: ActivationPattern | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if pattern is None else pattern.recording()
+
+
+def _replaying(pattern: ActivationPattern | None) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if pattern is None else pattern.replaying()
 
 
 # ---------------------------------------------------------------------------- methods
@@ -359,34 +380,51 @@ def _fd_points(
     return [p1, p2], (alpha, -alpha / t**2)
 
 
-def _fd_output_grad(fwd, lin, f0, theta_flat, theta_wide, xc, u, eps, central, likelihood, floor):
-    """Σ_passes weight · ∇_{f'} KL(f(θ) ‖ f(θ_pass)) ≈ Λ J u for one direction, float64."""
-    points, weights = _fd_points(theta_flat, theta_wide, u, eps, central)
-    g = None
-    for point, w in zip(points, weights, strict=True):
-        gs = _kl_output_grad(f0, fwd(lin.unflatten(point), xc).double(), likelihood, floor) * w
-        g = gs if g is None else g + gs
-    return g
+@dataclass(frozen=True)
+class _FdScheme:
+    """One ``fd`` product's settings: the step, the difference scheme and the likelihood."""
+
+    lin: Linearization
+    theta_flat: Tensor  # shape: (p,), the parameters' dtype
+    theta_wide: Tensor  # shape: (p,), float64
+    eps: float
+    central: bool
+    likelihood: str
+    floor: float
+
+    @classmethod
+    def at(cls, lin, eps, central, likelihood, floor) -> _FdScheme:
+        theta_flat = lin.parameter_vector()
+        wide = theta_flat.to(torch.float64)
+        return cls(lin, theta_flat, wide, eps, central, likelihood, floor)
+
+    def output_grad(self, f0: Tensor, xc: Tensor, u: Tensor, pattern) -> Tensor:
+        """Σ_passes weight · ∇_{f'} KL(f(θ) ‖ f(θ_pass)) ≈ Λ J u for one unit direction,
+        float64, shape (c, o). With a recorded ``pattern`` (frozen kinks) the perturbed
+        passes replay it."""
+        lin = self.lin
+        points, weights = _fd_points(self.theta_flat, self.theta_wide, u, self.eps, self.central)
+        g = None
+        for point, w in zip(points, weights, strict=True):
+            with _replaying(pattern):
+                f_point = lin.functional_forward(lin.unflatten(point), xc)
+            gs = _kl_output_grad(f0, f_point.double(), self.likelihood, self.floor) * w
+            g = gs if g is None else g + gs
+        return g
 
 
-def _fvp_chunk_fd(
-    fwd, lin, theta, theta_flat, theta_wide, xc, unit, eps, central, likelihood, floor, weights
-):
+def _fvp_chunk_fd(scheme: _FdScheme, theta, xc, unit, weights, kinks):
     """Finite-difference KL gradient of one chunk, pulled back through J(θ)ᵀ (see fd)."""
-    f, pullback = vjp(lambda th: fwd(th, xc), theta)
+    fwd = scheme.lin.functional_forward
+    pattern = ActivationPattern() if kinks == "frozen" else None
+    with _recording(pattern):  # the pass at θ records the activation pattern
+        f, pullback = vjp(lambda th: fwd(th, xc), theta)
     f0 = f.detach().double()
     with torch.no_grad():
         # One plain forward pass per perturbed θ. (A vmap over perturbed weights batches
         # inputs *and* weights of every convolution, which runs as a grouped convolution:
         # 2.2x slower per vector than this loop for PreResNet-20 on a CPU.)
-        g = torch.stack(
-            [
-                _fd_output_grad(
-                    fwd, lin, f0, theta_flat, theta_wide, xc, u, eps, central, likelihood, floor
-                )
-                for u in unit
-            ]
-        )
+        g = torch.stack([scheme.output_grad(f0, xc, u, pattern) for u in unit])
         cot = (g * weights[:, None, None]).to(f.dtype)
     (out,) = vmap(pullback)(cot)
     return out
@@ -409,70 +447,64 @@ def _fvp_chunk_autograd(fwd, lin, xc, v, likelihood, floor, scale):
     return torch.stack(rows)
 
 
-def _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor):
-    """Unit directions, the step and the per-vector weights of ``fd`` for a batch ``v``."""
+def _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks):
+    """The scheme, unit directions and per-vector weights of ``fd`` for a batch ``v``."""
     n = x.shape[0]
     norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
     inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     unit = v * inverse.to(v.dtype)[:, None]
     if eps is None:
-        theta_norm = float(torch.linalg.vector_norm(theta_flat, dtype=torch.float64))
-        eps = default_eps(theta_norm, lin.dtype, central)
+        theta_norm = float(torch.linalg.vector_norm(lin.parameter_vector(), dtype=torch.float64))
+        eps = default_eps(theta_norm, lin.dtype, central, kinks)
     elif eps == "auto":
         probe = int(torch.argmax(norms))  # a nonzero row when there is one
-        eps = _calibrate(lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS).eps
+        eps = _calibrate(
+            lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS, kinks
+        ).eps
+    scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
     # the pass weights hold 1/ε; scale back the unit directions and average over points
-    return unit, eps, norms / n
+    return scheme, unit, norms / n
 
 
-def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor):
+def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor, kinks):
     """F v for a batch ``v`` (k, p) through the cached forward pass and pullback of a
     :class:`~ntkcore.jacobian_at.JacobianAt`: the pass at θ that every ``fd`` or
-    ``exact`` product starts with is not repeated (validated inputs)."""
+    ``exact`` product starts with is not repeated, nor (frozen kinks) its activation
+    pattern, recorded once per ``JacobianAt`` (validated inputs)."""
     lin, x, n = at_x.linearization, at_x.x, at_x.n
     f0 = at_x.output.double()  # shape: (n, o)
     if method == "exact":
         jv = at_x.jvp(v).double()  # shape: (k, n, o)
         cot = _apply_output_fisher(f0, jv, likelihood, floor) / n
     else:
-        theta_flat = lin.parameter_vector()
-        unit, eps, weights = _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor)
-        theta_wide = theta_flat.to(torch.float64)
-        fwd = lin.functional_forward
+        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks)
+        if kinks == "frozen":
+            chunks = at_x.activation_patterns()
+        else:
+            chunks = [(s, None) for s in chunk_slices(n, lin.chunk_size)]
 
         def passes() -> Tensor:
             with torch.no_grad():
-                return torch.stack(
-                    [
-                        torch.cat(
-                            [
-                                _fd_output_grad(
-                                    fwd, lin, f0[s], theta_flat, theta_wide, x[s], u, eps,
-                                    central, likelihood, floor,
-                                )
-                                for s in chunk_slices(n, lin.chunk_size)
-                            ]
-                        )
-                        for u in unit
-                    ]
-                )
+                parts = [
+                    torch.stack([scheme.output_grad(f0[s], x[s], u, pattern) for u in unit])
+                    for s, pattern in chunks
+                ]  # each of shape (k, c, o)
+            return torch.cat(parts, dim=1)
 
         cot = lin.evaluate(passes, x) * weights[:, None, None]
     return at_x.vjp(cot.to(lin.dtype))
 
 
-def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
+def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk, kinks):
     """F v for a batch ``v`` of shape (k, p); validated inputs."""
     fwd = lin.functional_forward
     n = x.shape[0]
-    theta_flat = lin.parameter_vector()
-    theta = lin.unflatten(theta_flat)
+    theta = lin.unflatten(lin.parameter_vector())
     if method == "exact":
         tangents = lin.unflatten(v)
         weights = torch.full((v.shape[0],), 1.0 / n, dtype=torch.float64, device=v.device)
     elif method == "fd":
-        unit, eps, weights = _fd_setup(lin, x, v, theta_flat, eps, central, likelihood, floor)
-        theta_wide = theta_flat.to(torch.float64)
+        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks)
     parts = []
     for s in chunk_slices(n, chunk):
         xc = x[s]
@@ -482,20 +514,7 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk):
             )
         elif method == "fd":
             fn = lambda xc=xc: lin.flatten(  # noqa: E731
-                _fvp_chunk_fd(
-                    fwd,
-                    lin,
-                    theta,
-                    theta_flat,
-                    theta_wide,
-                    xc,
-                    unit,
-                    eps,
-                    central,
-                    likelihood,
-                    floor,
-                    weights,
-                )
+                _fvp_chunk_fd(scheme, theta, xc, unit, weights, kinks)
             )
         else:
             fn = lambda xc=xc: _fvp_chunk_autograd(  # noqa: E731
@@ -529,6 +548,8 @@ class StepCalibration:
         forward-mode product (exact to float rounding).
     points : int
         Data points used.
+    kinks : {"frozen", "live"}
+        Whether the steps are for passes that replay the activation pattern at θ.
     """
 
     eps: float
@@ -536,6 +557,7 @@ class StepCalibration:
     candidates: tuple[float, ...]
     errors: tuple[float, ...]
     points: int
+    kinks: str = "frozen"
 
 
 def _calibrate(
@@ -546,44 +568,33 @@ def _calibrate(
     central: bool,
     floor: float,
     points: int,
+    kinks: str,
 ) -> StepCalibration:
     """Pick ε from a grid by the output-space error on ``points`` points (validated inputs)."""
     fwd = lin.functional_forward
     xm = x[:points]
-    theta_flat = lin.parameter_vector()
-    theta_wide = theta_flat.to(torch.float64)
-    theta = lin.unflatten(theta_flat)
+    theta_norm = float(torch.linalg.vector_norm(lin.parameter_vector(), dtype=torch.float64))
+    theta = lin.unflatten(lin.parameter_vector())
     norm = torch.linalg.vector_norm(probe, dtype=torch.float64)
     if not norm > 0:  # no direction to calibrate on: the rule
         gen = torch.Generator(device="cpu").manual_seed(0)
         probe = torch.randn(probe.shape, generator=gen, dtype=torch.float64)
         norm = torch.linalg.vector_norm(probe)
     unit = (probe.to(torch.float64) / norm).to(device=lin.device, dtype=lin.dtype)
-    base = default_eps(float(torch.linalg.vector_norm(theta_wide)), lin.dtype)
+    base = default_eps(theta_norm, lin.dtype, False, kinks)
     candidates = tuple(base * 2.0**j for j in _CALIBRATION_POWERS)
+    pattern = ActivationPattern() if kinks == "frozen" else None
 
     def run() -> Tensor:
-        f, pullback = vjp(lambda th: fwd(th, xm), theta)
+        with _recording(pattern):
+            f, pullback = vjp(lambda th: fwd(th, xm), theta)
         with torch.no_grad():
             jv = jvp(lambda th: fwd(th, xm), (theta,), (lin.unflatten(unit),))[1]
             f0 = f.detach().double()
             cots = [_apply_output_fisher(f0, jv.double(), likelihood, floor)]
             for eps in candidates:
-                cots.append(
-                    _fd_output_grad(
-                        fwd,
-                        lin,
-                        f0,
-                        theta_flat,
-                        theta_wide,
-                        xm,
-                        unit,
-                        eps,
-                        central,
-                        likelihood,
-                        floor,
-                    )
-                )
+                scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
+                cots.append(scheme.output_grad(f0, xm, unit, pattern))
         # compare in parameter space, Jᵀ(ĝ − Λ J v̂): the error the products will have
         # (the output-space error weights the components differently and picks steps up
         # to 4x too short on AlexNet and PreResNet-20)
@@ -594,17 +605,16 @@ def _calibrate(
 
     with _full_float32(lin.device):
         errors = lin.evaluate(run, xm).cpu()
+    found = tuple(errors.tolist())
     if not torch.isfinite(errors).all():
         # Λ J v̂ = 0 on these points (or a non-finite pass): no information, keep the rule.
-        rule = default_eps(float(torch.linalg.vector_norm(theta_wide)), lin.dtype, central)
-        return StepCalibration(rule, central, candidates, tuple(errors.tolist()), xm.shape[0])
+        rule = default_eps(theta_norm, lin.dtype, central, kinks)
+        return StepCalibration(rule, central, candidates, found, xm.shape[0], kinks)
     # The largest step within _CALIBRATION_SLACK of the smallest error: the estimate from one
     # direction on a few points is noisy, and below the optimum the rounding error grows
     # like 1/ε, above it the truncation only like ε^{1/2}..ε^2.
-    best = max(i for i, e in enumerate(errors.tolist()) if e <= _CALIBRATION_SLACK * errors.min())
-    return StepCalibration(
-        candidates[best], central, candidates, tuple(errors.tolist()), xm.shape[0]
-    )
+    best = max(i for i, e in enumerate(found) if e <= _CALIBRATION_SLACK * errors.min())
+    return StepCalibration(candidates[best], central, candidates, found, xm.shape[0], kinks)
 
 
 def calibrate_eps(
@@ -613,6 +623,7 @@ def calibrate_eps(
     *,
     likelihood: str = "gaussian",
     central: bool = False,
+    kinks: str = "frozen",
     probe: Tensor | None = None,
     points: int = _CALIBRATION_POINTS,
     scale_floor: float = 0.0,
@@ -621,12 +632,13 @@ def calibrate_eps(
 
     The error of the finite-difference product in float32 is rounding ∝ 1/ε plus
     truncation, whose order depends on the network: O(ε) (forward) or O(ε²) (central) on
-    smooth networks, but ≈ O(ε^{1/2}) where ReLU or max-pool kinks are crossed (the
-    crossings add up like a random walk). No single rule fits both (module docstring); this
-    function measures instead. On the first ``points`` data points and one unit direction
-    v̂ it compares the output-space KL gradient ĝ(ε) of every candidate step — the
-    forward-difference rule :func:`default_eps` times 2^-2, 2^-1, …, 2^5 — with Λ J v̂
-    from a forward-mode Jacobian-vector product by their relative error in parameter space,
+    smooth networks and with frozen kinks, but ≈ O(ε^{1/2}) where ReLU or max-pool kinks
+    are crossed (``kinks="live"``; the crossings add up like a random walk). No single rule
+    fits every network (module docstring); this function measures instead. On the first
+    ``points`` data points and one unit direction v̂ it compares the output-space KL
+    gradient ĝ(ε) of every candidate step — the forward-difference rule
+    :func:`default_eps` times 2^-2, 2^-1, …, 2^5 — with Λ J v̂ from a forward-mode
+    Jacobian-vector product by their relative error in parameter space,
     ‖Jᵀ(ĝ(ε) − Λ J v̂)‖ / ‖Jᵀ Λ J v̂‖ (the products' own error on those points), and
     returns the largest step whose error is within 1.25x of the smallest (the estimate is
     noisy, and below the optimum the error grows fastest). Cost on ``points`` points: one
@@ -642,6 +654,9 @@ def calibrate_eps(
         The likelihood of the products the step is for.
     central : bool
         Calibrate for central differences.
+    kinks : {"frozen", "live"}
+        Calibrate for passes that replay the activation pattern at θ (the default of
+        :func:`fisher_vp`) or re-decide it.
     probe : Tensor, optional
         Direction ``(p,)`` (normalized here); default a seeded standard normal vector.
     points : int
@@ -657,6 +672,7 @@ def calibrate_eps(
     likelihood = _check_likelihood(likelihood)
     if not isinstance(central, bool):
         raise ValueError(f"central must be a bool, got {central!r}")
+    kinks = _check_kinks(kinks)
     if isinstance(points, bool) or not isinstance(points, int) or points < 1:
         raise ValueError(f"points must be a positive int, got {points!r}")
     floor = _check_scale_floor(scale_floor)
@@ -669,7 +685,7 @@ def calibrate_eps(
     probe = _check_v(lin, probe)
     if probe.dim() != 1:
         raise ValueError(f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}")
-    return _calibrate(lin, x, probe, likelihood, central, floor, points)
+    return _calibrate(lin, x, probe, likelihood, central, floor, points, kinks)
 
 
 # ---------------------------------------------------------------------------- public entry
@@ -682,6 +698,7 @@ def fisher_vp(
     method: str = "fd",
     eps: float | str | None = None,
     central: bool = False,
+    kinks: str = "frozen",
     chunk_size: int | None = None,
     scale_floor: float = 0.0,
 ) -> Tensor:
@@ -712,8 +729,14 @@ def fisher_vp(
         points); to reuse a calibration across calls, pass ``calibrate_eps(...).eps``.
     central : bool
         ``"fd"`` only: compensated central differences (two perturbed forward passes,
-        still one backward pass per vector; error O(ε²) on smooth networks; module
-        docstring).
+        still one backward pass per vector; error O(ε²) on smooth networks and with frozen
+        kinks; module docstring).
+    kinks : {"frozen", "live"}
+        ``"fd"`` only. ``"frozen"`` (default): the perturbed passes replay the activation
+        pattern (ReLU signs, max-pooling argmaxes) recorded in the pass at θ
+        (:mod:`ntkcore.kinks`), so no unit crosses its kink and the difference has the
+        truncation error of a smooth function; nothing changes for smooth networks.
+        ``"live"``: every pass decides its own pattern, as the 2021 reference did.
     chunk_size : int, optional
         Data points per chunk (bounds memory); default the Linearization's ``chunk_size``.
     scale_floor : float
@@ -736,6 +759,7 @@ def fisher_vp(
     eps = _check_eps(eps)
     if not isinstance(central, bool):
         raise ValueError(f"central must be a bool, got {central!r}")
+    kinks = _check_kinks(kinks)
     if method != "fd" and (eps is not None or central):
         raise ValueError(f"eps and central apply to method='fd' only, got method={method!r}")
     if chunk_size is not None and (
@@ -762,7 +786,9 @@ def fisher_vp(
     precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
     with precision:
         if at_x is not None and at_x.cache != "none":
-            out = _fisher_vp_at(at_x, vb, likelihood, method, eps, central, floor)
+            out = _fisher_vp_at(at_x, vb, likelihood, method, eps, central, floor, kinks)
         else:
-            out = _fisher_vp(lin, x, vb, likelihood, method, eps, central, floor, chunk)
+            out = _fisher_vp(
+                lin, x, vb, likelihood, method, eps, central, floor, chunk, kinks
+            )
     return out if batched else out[0]

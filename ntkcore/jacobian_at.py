@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.func import linearize, vjp, vmap
 
+from ntkcore.kinks import ActivationPattern
 from ntkcore.linearization import Linearization, chunk_slices
 from ntkcore.memory import cache_budget, product_budget
 
@@ -118,6 +119,7 @@ class JacobianAt:
         self._outputs: list[Tensor] = []
         self._pullbacks: list[Pullback] = []
         self._tangent_maps: list[TangentMap] = []
+        self._patterns: list[tuple[slice, ActivationPattern]] | None = None
         if self.cache != "none":
             self._build()
         self.setup_seconds = time.perf_counter() - t0
@@ -191,6 +193,36 @@ class JacobianAt:
         if self._outputs:
             return torch.cat(self._outputs, dim=0)
         return self.linearization(self.x)
+
+    def activation_patterns(self) -> list[tuple[slice, ActivationPattern]]:
+        """The activation pattern at θ of each chunk of ``x`` (:mod:`ntkcore.kinks`).
+
+        Recorded by one ``no_grad`` forward pass on first use (what ``fd`` Fisher products
+        with frozen kinks replay), and kept with the cache (a byte per ReLU output, an
+        index per max-pooling output: less than the cached activations); without a cache
+        they are recorded again on every call.
+
+        Returns
+        -------
+        list of (slice, ActivationPattern)
+            One entry per chunk of the cached forward pass, in order.
+        """
+        if self._patterns is not None:
+            return self._patterns
+        lin = self.linearization
+        patterns = []
+        for s in self._chunks:
+            pattern = ActivationPattern()
+
+            def record(xc: Tensor = self.x[s], pattern: ActivationPattern = pattern) -> Tensor:
+                with torch.no_grad(), pattern.recording():
+                    return lin.functional_forward(lin._theta, xc)
+
+            lin.evaluate(record, self.x[s])
+            patterns.append((s, pattern))
+        if self.cache != "none":
+            self._patterns = patterns
+        return patterns
 
     def __repr__(self) -> str:
         return (

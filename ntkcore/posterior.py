@@ -524,6 +524,7 @@ def _fit_iterative(
         "variance_note": variance_note,
         "space": space,
         "iterations": info.iterations,
+        "refinements": info.refinements,
         "residual": info.max_residual,
         "residuals": info.residuals.tolist(),
         "converged": info.converged,

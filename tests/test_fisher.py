@@ -397,8 +397,15 @@ def test_calibrate_eps_grid_and_choice(central):
     i = cal.candidates.index(cal.eps)
     assert cal.errors[i] <= 1.25 * min(cal.errors)
     assert all(e > 1.25 * min(cal.errors) for e in cal.errors[i + 1 :])
-    # a smooth network: rounding dominates at the rule's step, the chosen step is longer
-    assert cal.eps > rule
+    # the rule sits near the measured optimum of this smooth network ...
+    theta_norm = float(lin.parameter_vector().double().norm())
+    assert 0.25 <= cal.eps / default_eps(theta_norm, torch.float32, central) <= 4
+    # ... unlike the live-kink rule, tuned for ReLU crossings: rounding dominates at its
+    # step here, and the calibration for live kinks chooses a longer one
+    live = calibrate_eps(lin, x, likelihood="categorical", central=central, kinks="live")
+    assert live.kinks == "live" and live.eps > default_eps(
+        theta_norm, torch.float32, central, kinks="live"
+    )
     # the calibration's own error estimate agrees with the products on all 64 points
     v = torch.randn(2, lin.num_params, generator=torch.Generator().manual_seed(9))
     exact = fisher_vp(lin, x, v, likelihood="categorical", method="exact")
@@ -427,10 +434,16 @@ def test_fd_auto_step_float32(kind):
 
 
 def test_default_eps_rule():
+    # frozen kinks (default): each parameter moves by ~C u^{1/2} (u^{1/3}) of itself
     assert default_eps(0.0, torch.float64) == pytest.approx(1.5 * 2.0**-26.5)
-    e32 = default_eps(8.0, torch.float32)
+    assert default_eps(8.0, torch.float32) == pytest.approx(1.5 * 2.0**-12 * 8.0)
+    assert default_eps(8.0, torch.float32, central=True) == pytest.approx(
+        0.5 * 2.0 ** (-24 / 3) * 8.0
+    )
+    # live kinks: the shorter steps of the ReLU-crossing error model
+    e32 = default_eps(8.0, torch.float32, kinks="live")
     assert e32 == pytest.approx(1.5 * (2.0**-24 * 9.0) ** 0.5)
-    assert default_eps(8.0, torch.float32, central=True) > e32
+    assert default_eps(8.0, torch.float32, central=True, kinks="live") > e32
 
 
 # ------------------------------------------------------------------------- bad input

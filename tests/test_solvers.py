@@ -169,7 +169,8 @@ def test_cg_iteration_count_is_the_number_of_products() -> None:
 
 def test_cg_residual_check_uses_the_exact_operator() -> None:
     # CG driven by an approximate operator (as with finite-difference Fisher products)
-    # must report the residual of the exact system when given it.
+    # must report the residual of the exact system when given it, and refine the solution
+    # on that residual until it meets the tolerance.
     d = 50
     a = psd_with_spectrum(torch.logspace(0, 2, d, dtype=F64), seed=19)
     noise = psd_with_spectrum(
@@ -177,17 +178,35 @@ def test_cg_residual_check_uses_the_exact_operator() -> None:
     )
     approx = a + 1e-4 * noise  # symmetric perturbation of relative size ~1e-6
     b = rhs(d, 2)
-    inner, exact = Counted(approx), Counted(a)
+    # CG on the approximate operator alone stalls at its accuracy, far above 1e-12
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        x, info = conjugate_gradients(inner, b, tol=1e-12, residual_matmul=exact)
-    assert exact.calls == 1
-    assert info.iterations == inner.calls - 1
+        x_plain, _ = conjugate_gradients(Counted(approx), b, tol=1e-12)
+    assert (true_residuals(a, x_plain, b) > 1e-9).all()
+    inner, exact = Counted(approx), Counted(a)
+    x, info = conjugate_gradients(inner, b, tol=1e-12, residual_matmul=exact)
+    assert 1 <= info.refinements <= 4
+    assert exact.calls == 1 + info.refinements  # one exact product per residual
+    assert info.iterations == inner.calls - 1 - info.refinements
     expected = true_residuals(a, x, b)
     torch.testing.assert_close(info.residuals, expected, rtol=1e-8, atol=0.0)
-    # the approximate system itself was solved much more accurately than the exact one
-    assert (true_residuals(approx, x, b) < 1e-2 * expected).all()
+    assert info.converged and (expected <= 1e-12).all()
+
+
+def test_cg_refinement_stops_when_the_products_are_too_inexact() -> None:
+    # An "approximation" with 50% error in a direction: refinement cannot converge; the
+    # solver keeps the best solution, stops early and says so.
+    d = 30
+    a = psd_with_spectrum(torch.logspace(0, 3, d, dtype=F64), seed=21)
+    q = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(2),
+                                    dtype=F64))[0]
+    bad = a + 0.5 * torch.linalg.matrix_norm(a, ord=2) * (q[:, :1] @ q[:, :1].mT) - 0.9 * a
+    b = rhs(d, 1)
+    with pytest.warns(ConvergenceWarning, match="did not reach"):
+        x, info = conjugate_gradients(Counted(bad), b, tol=1e-10, residual_matmul=Counted(a))
     assert not info.converged
+    assert info.refinements <= 4
+    torch.testing.assert_close(info.residuals, true_residuals(a, x, b), rtol=1e-8, atol=0.0)
 
 
 def test_cg_zero_column_is_solved_exactly() -> None:
