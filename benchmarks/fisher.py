@@ -4,8 +4,11 @@ For each network on a batch of n random 32x32 inputs (float32, eval mode, BatchN
 statistics calibrated on random batches so the deep networks see normalized activations),
 this times :func:`ntkcore.fisher.fisher_vp` for k vectors at once with
 
-* ``fd``              the finite-difference KL gradient of Eq. 5 (default step rule),
+* ``fd``              the finite-difference KL gradient of Eq. 5 (default step rule;
+  the perturbed passes replay the activation pattern at θ, ``kinks="frozen"``),
 * ``fd-central``      the same with (compensated) central differences,
+* ``fd-live``, ``fd-central-live``  both with ``kinks="live"`` (every pass decides its
+  own ReLU / max-pool pattern, as the 2021 reference did) at the live-kink step rule,
 * ``fd-auto``         forward differences, step chosen per call (``eps="auto"``,
   :func:`ntkcore.fisher.calibrate_eps`; the calibration is included in the time),
 * ``fd-central-auto`` central differences with ``eps="auto"``,
@@ -58,7 +61,10 @@ from ntkcore.fisher import calibrate_eps, default_eps, fisher_vp
 from ntkcore.linearization import Linearization
 
 MODELS = ("mlp", "alexnet", "preresnet20", "preresnet56", "preresnet110", "wrn16-4")
-METHODS = ("fd", "fd-central", "fd-auto", "fd-central-auto", "exact", "autograd")
+METHODS = (
+    "fd", "fd-central", "fd-live", "fd-central-live", "fd-auto", "fd-central-auto", "exact",
+    "autograd",
+)  # fmt: skip
 NUM_CLASSES = 10
 SWEEP = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # multiples of the forward rule, --sweep
 
@@ -189,6 +195,9 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> Row:
     calls: dict[str, Callable[[], Tensor]] = {
         "fd": lambda: fisher_vp(lin, x, v, likelihood=lik, method="fd"),
         "fd-central": lambda: fisher_vp(lin, x, v, likelihood=lik, method="fd", central=True),
+        "fd-live": lambda: fisher_vp(lin, x, v, likelihood=lik, kinks="live"),
+        "fd-central-live": lambda: fisher_vp(lin, x, v, likelihood=lik, central=True,
+                                             kinks="live"),  # fmt: skip
         "fd-auto": lambda: fisher_vp(lin, x, v, likelihood=lik, eps="auto"),
         "fd-central-auto": lambda: fisher_vp(lin, x, v, likelihood=lik, eps="auto", central=True),
         "exact": lambda: fisher_vp(lin, x, v, likelihood=lik, method="exact"),
@@ -280,7 +289,7 @@ def markdown(rows: list[Row]) -> str:
             f"| {r.seconds['autograd'] / r.seconds['fd']:.1f}x "
             f"| {r.seconds['exact'] / r.seconds['fd']:.2f}x |"
         )
-    fd_methods = ("fd", "fd-central", "fd-auto", "fd-central-auto")
+    fd_methods = ("fd", "fd-central", "fd-live", "fd-central-live", "fd-auto", "fd-central-auto")
     out += [
         "",
         "Relative error against float32 `exact` [against float64 `exact`]; steps ε of the "

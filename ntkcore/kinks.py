@@ -103,12 +103,14 @@ def _relu_like(kind: str) -> Callable:
     def replay(args: tuple, kwargs: dict, pieces: tuple[Tensor, ...]) -> Tensor:
         z, inplace, _, other = parts(args, kwargs)
         (on,) = pieces
+        if kind == "relu":
+            # z · mask: 3.4x the time of relu on a (32, 16, 32, 32) float32 tensor on one
+            # CPU thread, torch.where(mask, z, 0) 15x (bool-mask selects are not vectorized)
+            return z.mul_(on) if inplace else z * on
         if kind == "leaky_relu":
             off = z * other
-        elif kind == "threshold":
-            off = torch.full_like(z, other)
         else:
-            off = torch.zeros_like(z)
+            off = torch.full_like(z, other)
         return _finish(z, torch.where(on, z, off), inplace)
 
     return record, replay

@@ -13,6 +13,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 import ntkcore
+from ntkcore.kinks import ActivationPattern
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -107,3 +108,30 @@ def test_fisher_products_bound_to_x_match_cpu(method: str) -> None:
     out = ntkcore.fisher_vp(lin.at(x.cuda()), None, v.cuda(), method=method)
     expected = torch.einsum("nop,noq,kq->kp", jac, jac, v) / x.shape[0]  # gaussian: Λ = I
     assert _rel(out, expected) < (1e-5 if method == "fd" else 1e-10)
+
+
+@pytest.mark.parametrize("central", [False, True])
+def test_fd_with_frozen_kinks_in_float32_on_cuda(central: bool) -> None:
+    """float32 fd on the GPU (pattern recorded and replayed on CUDA tensors, max-pooling
+    included) against the dense float64 CPU Gauss–Newton; replay at θ is bitwise."""
+    torch.manual_seed(1)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(32, 3),
+    ).double().eval()  # fmt: skip
+    x = torch.randn(32, 3, 8, 8, dtype=torch.float64)
+    jac = _dense_jacobian(net, x)
+    v = torch.randn(2, jac.shape[-1], dtype=torch.float64)
+    expected = torch.einsum("nop,noq,kq->kp", jac, jac, v) / x.shape[0]
+    net32 = net.float().cuda()
+    x32 = x.float().cuda()
+    pattern = ActivationPattern()
+    with torch.no_grad():
+        with pattern.recording():
+            plain = net32(x32)
+        with pattern.replaying():
+            replayed = net32(x32)
+    assert pattern.records[0].pieces[0].is_cuda and torch.equal(replayed, plain)
+    out = ntkcore.fisher_vp(net32, x32, v.float().cuda(), central=central)
+    assert _rel(out, expected) < (1e-4 if central else 1e-3)
