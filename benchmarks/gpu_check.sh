@@ -6,9 +6,11 @@
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine, from the repo root
 #   DEVICE=cpu bash benchmarks/gpu_check.sh      # dry run of the same steps on a CPU
+#   STEPS="pytest fisher" bash benchmarks/gpu_check.sh   # only some steps
 #
 # Each step has its own timeout so one slow step cannot starve the others; the defaults
-# add up to 540 s (one device call may run 600 s).
+# add up to 660 s (one device call may run 600 s: run the steps in two calls, or lower
+# the timeouts).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONPATH=".:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
@@ -21,8 +23,11 @@ mkdir -p "$OUT"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   date -u; } | tee "$OUT/machine.txt"
 
+STEPS="${STEPS:-pytest scaling-goal products fisher scaling-sweeps}"
+
 step() {  # step NAME TIMEOUT CMD...: run with a timeout, log to $OUT/NAME.txt, time it
     local name=$1 limit=$2; shift 2
+    [[ " $STEPS " == *" $name "* ]] || return 0
     local t0=$SECONDS
     timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
     local rc=$?
@@ -39,7 +44,7 @@ if [[ "$DEVICE" == cuda ]]; then
         --preset gpu --sweeps goal --json "$OUT/scaling-goal.json"
     step products "${PRODUCTS_TIMEOUT:-110}" "$PY" benchmarks/products.py --device cuda \
         --markdown --json "$OUT/products.json"
-    step fisher "${FISHER_TIMEOUT:-120}" "$PY" benchmarks/fisher.py --device cuda \
+    step fisher "${FISHER_TIMEOUT:-240}" "$PY" benchmarks/fisher.py --device cuda \
         --out "$OUT/fisher-cuda"
     step scaling-sweeps "${SWEEPS_TIMEOUT:-150}" "$PY" benchmarks/scaling.py --device cuda \
         --preset gpu --sweeps n p --budget 110 --json "$OUT/scaling-sweeps.json"

@@ -51,6 +51,32 @@ __all__ = [
 STRATEGIES = ("auto", "dense", "function", "parameter")
 MEANS = ("network", "zero")
 FISHER_PRODUCTS = ("exact", "fd")
+# Transient bytes of one group of float32 reverse products or one column block of the
+# triangular solve while the (1 + r) × p float64 covariance block is filled.
+_WIDE_GROUP_BYTES = 2**30
+
+
+def _factor_rank_cap(p: int, device: torch.device) -> int:
+    """The largest rank r whose (1 + r) × p float64 covariance block fits in half the free
+    memory of ``device`` (the other half for products and the test Jacobians)."""
+    return int(_free_memory(device) // 2 // (8 * p)) - 1
+
+
+def _stacked(weights: Tensor, factor: Tensor) -> Tensor:
+    """[w̄; F] as one (1 + r) × p tensor: a view when F directly follows w̄ in memory (the
+    matrix-free strategies build them so), else a copy."""
+    p = weights.shape[0]
+    if (
+        factor.dim() == 2
+        and factor.shape[1] == p
+        and factor.dtype == weights.dtype
+        and weights.is_contiguous()
+        and factor.is_contiguous()
+        and factor.untyped_storage().data_ptr() == weights.untyped_storage().data_ptr()
+        and factor.storage_offset() == weights.storage_offset() + p
+    ):
+        return weights.as_strided((1 + factor.shape[0], p), (p, 1))
+    return torch.cat([weights.unsqueeze(0), factor], dim=0)
 _F64 = torch.float64
 _INITIAL_RANK = 32  # first block of the adaptive Nyström sketch
 
@@ -194,7 +220,7 @@ class Posterior:
             mean = lin.jvp(x, w.to(lin.dtype)).to(_F64)
         else:
             means, variances = [], []
-            rows = torch.cat([w.unsqueeze(0), self._factor], dim=0)  # shape: (1 + r, p)
+            rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
             for _, block in lin.jacobian_blocks(x):
                 c, o, p = block.shape
@@ -396,6 +422,18 @@ def _fit_iterative(
     # space with N > p the sketch still needs all N so that λ̂_r = 0 and the
     # preconditioner sends the null space of J Jᵀ to the shift (condition number 1).
     sketch_cap = n_obs if space == "function" else min(n_obs, p)
+    # The covariance factor [w̄; F] is (1 + r) × p float64 and must fit in half the free
+    # memory (p = 10⁸ on one H200: r <= ~80; a rank-256 factor would need 190 GiB).
+    memory_cap = _factor_rank_cap(p, lin.device)
+    if rank != "auto" and min(rank, sketch_cap) > memory_cap:
+        raise ValueError(
+            f"rank={rank} needs a ({min(rank, sketch_cap) + 1} × {p}) float64 covariance "
+            f"factor ({(min(rank, sketch_cap) + 1) * p * 8 / 2**30:.0f} GiB), more than half "
+            f"the free memory allows (rank <= {memory_cap}); lower rank or use rank='auto'"
+        )
+    memory_capped = rank == "auto" and min(max_rank, sketch_cap) > memory_cap
+    if memory_capped:
+        max_rank = max(1, memory_cap)
     if rank == "auto":
         nystrom = NystromApproximation.adaptive(
             kernel, n_obs, threshold=c * min(1.0, variance_tol), initial_rank=_INITIAL_RANK,
@@ -430,16 +468,29 @@ def _fit_iterative(
     )
     # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
     # below is an upper bound that is exact when U spans range(J).
+    # [w̄; UᵀJ] in one float64 block, (1 + r) × p: predict multiplies it with the test
+    # Jacobians in one GEMM, and the factor F = L⁻¹ UᵀJ overwrites UᵀJ column block by
+    # column block (no second r × p copy: what lets p reach 10⁸ on one GPU).
+    rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=lin.device)
     if space == "function":
-        # One batched reverse pass for w̄ = Jᵀz and UᵀJ together.
-        both = vjp_cols(torch.cat([z, basis.to(dtype)], dim=1)).mT.to(_F64)  # (1 + r, p)
-        weights, w_rows = both[0], both[1:]
+        # w̄ = Jᵀz and UᵀJ by batched reverse passes, a group of columns at a time
+        cols = torch.cat([z, basis.to(dtype)], dim=1)  # shape: (N, 1 + r)
+        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
+        for s in range(0, cols.shape[1], group):
+            rows[s : s + group].copy_(vjp_cols(cols[:, s : s + group]).mT)
     else:
-        weights = z.reshape(-1).to(_F64)
-        w_rows = w_cols.mT  # shape: (r, p) = UᵀJ
+        rows[0].copy_(z.reshape(-1))
+        rows[1:].copy_(w_cols.mT)  # shape: (r, p) = UᵀJ
+        del w_cols
+    weights, w_rows = rows[0], rows[1:]
     core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=lin.device)
     chol = torch.linalg.cholesky(core)
-    factor = torch.linalg.solve_triangular(chol, w_rows, upper=False)  # shape: (r, p)
+    block = max(1, _WIDE_GROUP_BYTES // (8 * w_rows.shape[0]))
+    for s in range(0, p, block):
+        w_rows[:, s : s + block] = torch.linalg.solve_triangular(
+            chol, w_rows[:, s : s + block], upper=False
+        )
+    factor = w_rows  # shape: (r, p), F = L⁻¹ UᵀJ
     exact_variance = basis.shape[1] >= min(n_obs, p)
     # The Galerkin covariance is Σ̂ = s²(I + JᵀPJ/c)⁻¹ with P = UUᵀ, the exact one
     # Σ = s²(I + JᵀJ/c)⁻¹; since I + JᵀJ/c ⪯ (1 + δ)(I + JᵀPJ/c) with
@@ -503,7 +554,9 @@ def _fit_iterative(
             "max_rank": (
                 f"rank reached {sketch_cap} = rank bound (exact)"
                 if nystrom.rank >= sketch_cap
-                else f"max_rank = {max_rank} reached with λ̂_r/c = {nystrom.smallest / c:.2g} > "
+                else f"max_rank = {max_rank}"
+                + (" (the covariance factor's memory cap)" if memory_capped else "")
+                + f" reached with λ̂_r/c = {nystrom.smallest / c:.2g} > "
                 f"{min(1.0, variance_tol):g}"
             ),
         }[nystrom.stop_reason]
@@ -535,6 +588,7 @@ def _fit_iterative(
         "preconditioner_seconds": t_sketch,
         "rank_mode": "auto" if rank == "auto" else "fixed",
         "rank_rounds": rounds,
+        "rank_memory_cap": memory_cap,
         "rank_stop": stop,
         "solver_rank": solver_ranks[0] if solver_ranks else None,
         "variance_rank": int(basis.shape[1]),

@@ -865,3 +865,28 @@ def test_parameter_space_fd_float32_refines_to_tolerance() -> None:
     w = post.weights.double()
     exact = torch.linalg.norm(b - jac.mT @ (jac @ w) - 1e-2 * w) / torch.linalg.norm(b)
     assert float(exact) <= 1.5e-3  # float32 weights, float64 check
+
+
+def test_covariance_block_is_one_tensor_and_its_rank_fits_memory(monkeypatch) -> None:
+    # Matrix-free posteriors keep [w̄; F] as one (1 + r) × p float64 block (predict's GEMM
+    # reads it without a copy), and the rank is capped so that the block fits in half the
+    # free memory: rank="auto" stops there and says why, a fixed rank beyond it is refused.
+    import ntkcore.posterior as posterior_module
+
+    pb = problem("mlp_over")
+    kwargs = {"noise_variance": pb.noise_variance, "prior_variance": pb.prior_variance}
+    post = adapt(pb.model, pb.x, pb.y, strategy="function", rank=8, **kwargs)
+    factor, _ = post.covariance_factor()
+    stacked = posterior_module._stacked(post.weights, factor)
+    assert stacked.data_ptr() == post.weights.data_ptr() and stacked.shape[0] == 9
+    p = post.weights.shape[0]
+    # free memory for a block of 6 rows (rank 5)
+    monkeypatch.setattr(posterior_module, "_free_memory", lambda device: 2 * 8 * p * 6)
+    capped = adapt(pb.model, pb.x, pb.y, strategy="function", **kwargs)
+    d = capped.diagnostics
+    assert d["rank_memory_cap"] == 5 and d["variance_rank"] <= 5
+    assert "memory cap" in d["rank_stop"]
+    ref = reference("mlp_over", "network")
+    assert rel_err(capped.predict(pb.x_star).mean, ref.mean) <= 1e-6  # CG still converges
+    with pytest.raises(ValueError, match="rank <= 5"):
+        adapt(pb.model, pb.x, pb.y, strategy="function", rank=16, **kwargs)
