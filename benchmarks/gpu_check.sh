@@ -23,7 +23,7 @@ mkdir -p "$OUT"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   date -u; } | tee "$OUT/machine.txt"
 
-STEPS="${STEPS:-pytest scaling-goal products fisher scaling-sweeps}"
+STEPS="${STEPS:-pytest scaling-goal products fisher scaling-sweeps scaling-p1e8}"
 
 step() {  # step NAME TIMEOUT CMD...: run with a timeout, log to $OUT/NAME.txt, time it
     local name=$1 limit=$2; shift 2
@@ -48,6 +48,10 @@ if [[ "$DEVICE" == cuda ]]; then
         --out "$OUT/fisher-cuda"
     step scaling-sweeps "${SWEEPS_TIMEOUT:-150}" "$PY" benchmarks/scaling.py --device cuda \
         --preset gpu --sweeps n p --budget 110 --json "$OUT/scaling-sweeps.json"
+    # p ≈ 10⁸ at n = 1,000 (function space; the rank is capped by the factor's memory)
+    step scaling-p1e8 "${P1E8_TIMEOUT:-150}" "$PY" benchmarks/scaling.py --device cuda \
+        --preset gpu --sweeps p --p-hidden 2236 --methods function --budget 140 \
+        --json "$OUT/scaling-p1e8.json"
 else
     step scaling-goal "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --preset quick \
         --sweeps goal n --n 500 --json "$OUT/scaling-goal.json"

@@ -184,7 +184,7 @@ PRESETS: dict[str, Preset] = {
         "gpu",
         n_values=(1000, 10000, 25000, 50000, 100000),
         n_hidden=200,
-        p_hidden=(20, 63, 200, 632),
+        p_hidden=(20, 63, 200, 632, 2236),  # p up to 1.0e8
         p_n=1000,
         rank=256,
         sweeps=("goal", "n", "p"),
@@ -595,6 +595,10 @@ def run_rows(
             done.append(replace(row, status=f"skipped: ~{est:.0f} s would exceed --budget"))
             log(f"skip {row.sweep} {row.method} n={row.n} p={row.p} (est {est:.0f} s)")
             continue
+        if isinstance(row.rank, int) and (row.rank + 1) * row.p * 8 > available_memory(device) // 2:
+            # adapt refuses a fixed rank whose float64 covariance block [w̄; F] would not fit
+            # in half the free memory; rank="auto" is capped there instead
+            row = replace(row, rank="auto", note=f"rank {row.rank} factor would not fit: auto")
         if row.method.startswith("parameter"):
             need = parameter_space_bytes(row.p, rank_bound(row.rank))
             if need > 0.8 * available_memory(device):
