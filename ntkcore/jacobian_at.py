@@ -229,13 +229,19 @@ class JacobianAt:
             f"JacobianAt(n={self.n}, o={self.o}, p={self.num_params}, cache={self.cache!r})"
         )
 
-    def _vector_groups(self, k: int, points: int) -> list[slice]:
+    def _vector_groups(self, k: int, points: int, param_copies: int) -> list[slice]:
         """Groups of vectors processed together: one at a time, or (accelerators) as many
-        as fit the product budget for ``points`` data points."""
+        as fit the product budget for ``points`` data points.
+
+        Per vector a product holds the saved activations of the chunk and ``param_copies``
+        parameter-sized tensors (a reverse product: the per-parameter gradients, their
+        flattened copy and the output row — what dominates at p = 10⁸, 400 MB each)."""
         if not self._batch_vectors:
             return chunk_slices(k, 1)
-        per_vector = max(1, points * self._per_point)
-        return chunk_slices(k, max(1, product_budget(self.linearization.device) // per_vector))
+        lin = self.linearization
+        param_bytes = lin.num_params * torch.finfo(lin.dtype).bits // 8
+        per_vector = max(1, points * self._per_point + param_copies * param_bytes)
+        return chunk_slices(k, max(1, product_budget(lin.device) // per_vector))
 
     # ------------------------------------------------------------------ products
     def jvp(self, v: Tensor) -> Tensor:
@@ -249,7 +255,7 @@ class JacobianAt:
         outs = []
         for s, tangent_map in zip(self._chunks, self._tangent_maps, strict=True):
             parts = []
-            for g in self._vector_groups(vb.shape[0], s.stop - s.start):
+            for g in self._vector_groups(vb.shape[0], s.stop - s.start, 1):
                 tangents = lin.unflatten(vb[g])  # each: (k_g, *shape)
                 if g.stop - g.start == 1:
                     parts.append(tangent_map({k: t[0] for k, t in tangents.items()})[None])
@@ -271,7 +277,7 @@ class JacobianAt:
         for s, pullback in zip(self._chunks, self._pullbacks, strict=True):
             uc = ub[:, s]  # shape: (k, c, o)
             parts = []
-            for g in self._vector_groups(ub.shape[0], s.stop - s.start):
+            for g in self._vector_groups(ub.shape[0], s.stop - s.start, 3):
                 if g.stop - g.start == 1:
                     parts.append(lin.flatten(pullback(uc[g.start])[0])[None])
                 else:

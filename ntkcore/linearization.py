@@ -208,7 +208,12 @@ class Linearization:
             return self.chunk_size
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         per_point = max(1, o * self.num_params * itemsize)
-        return max(1, min(n, _DEFAULT_JACOBIAN_BYTES // per_point))
+        budget = _DEFAULT_JACOBIAN_BYTES
+        if self.device.type != "cpu":
+            # accelerators: larger blocks when memory allows (at p = 10⁸ one row is 400 MB,
+            # and every block re-reads the (1 + r) × p covariance factor in predict)
+            budget = max(budget, product_budget(self.device) // 4)
+        return max(1, min(n, budget // per_point))
 
     def saved_bytes_per_point(self, x: Tensor) -> int:
         """Bytes of activations one data point keeps for the backward pass (measured once).

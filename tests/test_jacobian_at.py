@@ -76,9 +76,13 @@ def test_accelerator_path_batches_vectors_in_groups(
     jm = J.reshape(n * o, p)
     ops = Linearization(model).at(x, cache=cache)
     ops._batch_vectors = True
-    per_group = 2 * n * ops._per_point  # budget for two vectors at a time
+    # budget for two vectors at a time: activations of n points plus 3 parameter copies
+    param_bytes = p * 8  # float64
+    per_group = 2 * (n * ops._per_point + 3 * param_bytes)
     monkeypatch.setattr(jacobian_at_module, "product_budget", lambda device: per_group)
-    assert [g.stop - g.start for g in ops._vector_groups(5, n)] == [2, 2, 1]
+    assert [g.stop - g.start for g in ops._vector_groups(5, n, 3)] == [2, 2, 1]
+    # the parameter-sized buffers count: with 30 copies per vector only one fits
+    assert [g.stop - g.start for g in ops._vector_groups(3, n, 30)] == [1, 1, 1]
     vs, us = _vectors(5, p, seed=5), _vectors(5, n, o, seed=6)
     assert rel_err(ops.jvp(vs), (vs @ jm.T).reshape(5, n, o)) <= RTOL
     assert rel_err(ops.vjp(us), us.reshape(5, -1) @ jm) <= RTOL
