@@ -358,8 +358,11 @@ def run_engine(
     chunk = product_chunk(
         row.n, row.hidden, rank_bound(row.rank), device=device, dtype=dtype, fraction=fraction
     )
-    lin = Linearization(model, chunk_size=chunk)
+    lin = Linearization(model)
+    # s² from explicit per-sample Jacobians in the engine's default blocks (a chunk of
+    # `chunk` Jacobian rows would be 64 GiB at p = 10⁸), then the product chunk
     s2 = prior_variance(lin, x)
+    lin.chunk_size = chunk
     reset_peak(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
