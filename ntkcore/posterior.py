@@ -685,7 +685,10 @@ def adapt(
         Weight-space (``strategy="parameter"``) products JᵀJ v = n·F v: ``exact`` by
         forward- then reverse-mode products, ``fd`` by the finite-difference Fisher-vector
         product of Eq. 5 (:func:`ntkcore.fisher.fisher_vp`; one extra forward and one
-        backward per vector, relative error ~1e-3 in float32, so set ``tol`` no tighter).
+        backward per vector, activation pattern frozen at θ, relative error ~1e-3 in
+        float32). CG on fd products is refined on the exact residual (one exact product
+        per round, ``diagnostics["refinements"]``), so the reported residual is that of
+        the exact system.
     seed : int
         Seed of the random sketch and probes.
     cache : {"auto", "none", "pullback", "linearized"}
