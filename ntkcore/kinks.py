@@ -63,9 +63,8 @@ def _plain(t: Tensor) -> Tensor:
 @dataclass
 class _Record:
     kind: str
-    shape: tuple[int, ...]
-    pieces: tuple[Tensor, ...]
-    dims: int = 0  # pooled dimensions (max-pooling)
+    shape: tuple[int, ...]  # of the operation's input
+    pieces: tuple[Tensor, ...]  # masks or argmax indices
 
 
 # ------------------------------------------------------------------ the operations
@@ -81,7 +80,7 @@ def _finish(z: Tensor, out: Tensor, inplace: bool) -> Tensor:
     return out
 
 
-def _relu_like(kind: str) -> Callable:
+def _relu_like(kind: str) -> tuple[Callable, Callable]:
     """Record / replay of the one-kink activations: relu, leaky_relu, threshold."""
 
     def parts(args: tuple, kwargs: dict) -> tuple[Tensor, bool, float, float]:
@@ -116,7 +115,7 @@ def _relu_like(kind: str) -> Callable:
     return record, replay
 
 
-def _hardtanh(kind: str) -> Callable:
+def _hardtanh(kind: str) -> tuple[Callable, Callable]:
     """Record / replay of the two-kink clipping activations: hardtanh, relu6."""
 
     def parts(args: tuple, kwargs: dict) -> tuple[Tensor, bool, float, float]:
@@ -141,7 +140,7 @@ def _hardtanh(kind: str) -> Callable:
     return record, replay
 
 
-def _max_pool(dims: int, adaptive: bool, with_indices: bool) -> Callable:
+def _max_pool(dims: int, adaptive: bool, with_indices: bool) -> tuple[Callable, Callable]:
     """Record / replay of max-pooling: the argmax of each window, then a gather.
 
     ``with_indices``: the ``*_with_indices`` functions, which always return the indices
@@ -172,27 +171,24 @@ def _max_pool(dims: int, adaptive: bool, with_indices: bool) -> Callable:
     return record, replay
 
 
-def _handlers() -> dict[Callable, tuple[str, Callable, Callable, int]]:
-    table: dict[Callable, tuple[str, Callable, Callable, int]] = {}
+Handler = tuple[str, Callable, Callable]  # kind, record, replay
 
-    def add(funcs: list[Any], kind: str, pair: Callable, dims: int = 0) -> None:
-        record, replay = pair
+
+def _handlers() -> dict[Callable, Handler]:
+    table: dict[Callable, Handler] = {}
+
+    def add(funcs: list[Any], kind: str, pair: tuple[Callable, Callable]) -> None:
         for func in funcs:
-            if func is not None:
-                table[func] = (kind, record, replay, dims)
+            table[func] = (kind, *pair)
 
-    relu_funcs = [F.relu, torch.relu, Tensor.relu]
-    relu_inplace = [F.relu_, torch.relu_, Tensor.relu_]
-    add(relu_funcs, "relu", _relu_like("relu"))
-    # in-place variants carry no `inplace` argument: wrap so that replay writes into z
+    add([F.relu, torch.relu, Tensor.relu], "relu", _relu_like("relu"))
+    # in-place variants carry no `inplace` argument: replay writes into z
     record, replay = _relu_like("relu")
-    for func in relu_inplace:
-        table[func] = (
-            "relu",
-            record,
-            lambda args, kwargs, pieces: replay((args[0], True), {}, pieces),
-            0,
-        )
+    add(
+        [F.relu_, torch.relu_, Tensor.relu_],
+        "relu",
+        (record, lambda args, kwargs, pieces: replay((args[0], True), {}, pieces)),
+    )
     add([F.leaky_relu], "leaky_relu", _relu_like("leaky_relu"))
     add([F.threshold], "threshold", _relu_like("threshold"))
     add([F.hardtanh], "hardtanh", _hardtanh("hardtanh"))
@@ -201,33 +197,18 @@ def _handlers() -> dict[Callable, tuple[str, Callable, Callable, int]]:
         for adaptive in (False, True):
             name = f"{'adaptive_' if adaptive else ''}max_pool{dims}d"
             plain, indexed = getattr(F, name), getattr(F, f"{name}_with_indices")
-            add([plain], name, _max_pool(dims, adaptive, with_indices=False), dims)
-            add([indexed], name, _max_pool(dims, adaptive, with_indices=True), dims)
+            add([plain], name, _max_pool(dims, adaptive, with_indices=False))
+            add([indexed], name, _max_pool(dims, adaptive, with_indices=True))
     return table
 
 
 _HANDLERS = _handlers()
 
 
-class _Recorder(TorchFunctionMode):
-    def __init__(self, records: list[_Record]) -> None:
-        super().__init__()
-        self.records = records
+class _PatternMode(TorchFunctionMode):
+    """Calls the network's functions as usual, except the kinked ones (:data:`_HANDLERS`),
+    which :meth:`kinked` records or replays."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        handler = _HANDLERS.get(func)
-        if handler is None:
-            return func(*args, **kwargs)
-        kind, record, _, dims = handler
-        z = args[0]
-        shape = tuple(z.shape)
-        out, pieces = record(func, args, kwargs)
-        self.records.append(_Record(kind, shape, tuple(p.detach() for p in pieces), dims))
-        return out
-
-
-class _Replayer(TorchFunctionMode):
     def __init__(self, records: list[_Record]) -> None:
         super().__init__()
         self.records = records
@@ -238,7 +219,24 @@ class _Replayer(TorchFunctionMode):
         handler = _HANDLERS.get(func)
         if handler is None:
             return func(*args, **kwargs)
-        kind, _, replay, _ = handler
+        return self.kinked(func, handler, args, kwargs)
+
+    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
+        raise NotImplementedError
+
+
+class _Recorder(_PatternMode):
+    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
+        kind, record, _ = handler
+        shape = tuple(args[0].shape)
+        out, pieces = record(func, args, kwargs)
+        self.records.append(_Record(kind, shape, tuple(p.detach() for p in pieces)))
+        return out
+
+
+class _Replayer(_PatternMode):
+    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
+        kind, _, replay = handler
         z = args[0]
         if self.position >= len(self.records):
             raise PatternMismatch(
