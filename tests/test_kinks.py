@@ -296,3 +296,28 @@ class ParameterBranch(nn.Module):
         if float(self.lin.bias[0]) >= 0.0:
             h = torch.relu(self.lin(h))
         return h
+
+
+@pytest.mark.parametrize(
+    ("op", "reference"),
+    [
+        # reference(z2, z): the piece chosen by z, evaluated at z2
+        (lambda t: F.leaky_relu(t, 0.2), lambda z2, z: torch.where(z > 0, z2, 0.2 * z2)),
+        (lambda t: F.hardtanh(t, -0.5, 0.5),
+         lambda z2, z: torch.where(z < -0.5, -0.5, torch.where(z > 0.5, 0.5, z2))),
+        (lambda t: F.relu6(t), lambda z2, z: torch.where(z < 0, 0.0, torch.where(z > 6, 6.0, z2))),
+        (lambda t: F.threshold(t, 0.3, -2.0), lambda z2, z: torch.where(z > 0.3, z2, -2.0)),
+        (lambda t: torch.relu_(t.clone()), lambda z2, z: torch.where(z > 0, z2, 0.0)),
+    ],
+)  # fmt: skip
+def test_elementwise_pieces_follow_the_recorded_input(op, reference):
+    g = torch.Generator().manual_seed(8)
+    z = 4 * torch.randn(200, generator=g, dtype=torch.float64)
+    z2 = 4 * torch.randn(200, generator=g, dtype=torch.float64)  # most pieces differ
+    pattern = ActivationPattern()
+    with pattern.recording():
+        torch.testing.assert_close(op(z), reference(z, z))
+    with pattern.replaying():
+        got = op(z2)
+    torch.testing.assert_close(got, reference(z2, z), rtol=0, atol=0)
+    assert not torch.equal(got, op(z2))  # the live op differs: the pattern matters
