@@ -69,14 +69,16 @@ pattern — ReLU signs, max-pooling argmaxes (:mod:`ntkcore.kinks`) — and the 
 replay it, so they evaluate a smooth (piecewise-polynomial, locally polynomial) function
 with the same value and Jacobian at θ. Truncation is then O(ε) / O(ε²), which allows
 10–100x longer steps and so 10–100x less rounding. Steps (:func:`default_eps`): with frozen
-kinks ε = 1.5 u^{1/2} max(1, ‖θ‖) forward and 0.5 u^{1/3} max(1, ‖θ‖) central (each weight
-moves by ~1e-4 resp. ~2e-3 of its size); with live kinks 1.5 (u(1 + ‖θ‖))^{1/2} and
-0.15 (u(1 + ‖θ‖))^{1/3}. ``eps="auto"`` (:func:`calibrate_eps`) measures 8 candidate steps
-on a few points instead. Measured in float32 against float32 ``exact`` (CIFAR-sized inputs,
-n = 32, categorical): frozen forward differences 2.6e-4–9.5e-4 on AlexNet, PreResNet-20/56,
-WRN-16-4 and a 1M-parameter tanh MLP, central differences 1.5e-5–1.5e-4 on all of these
-and PreResNet-110 (where float32 ``exact`` is itself 4e-3 from float64); live kinks:
-1.6e-3–4.4e-2. Replaying needs static control flow (the same kinked operations in the same
+kinks ε = min(1.5 u^{1/2} max(1, ‖θ‖), 6 (u(1 + ‖θ‖))^{1/2}) forward (each weight moves by
+~1e-4 of its size, less on large deep networks) and 0.5 u^{1/3} max(1, ‖θ‖) central (~2e-3);
+with live kinks 1.5 (u(1 + ‖θ‖))^{1/2} and 0.15 (u(1 + ‖θ‖))^{1/3}. ``eps="auto"``
+(:func:`calibrate_eps`) measures 8 candidate steps on a few points instead. Measured in
+float32 against float32 ``exact`` (CIFAR-sized inputs, categorical; a 1M-parameter tanh MLP,
+AlexNet, PreResNet-20/56/110, WRN-16-4; ``benchmarks/RESULTS.md``): frozen forward
+differences 3.5e-4–9.3e-4 at n = 32 on the CPU (PreResNet-110: 1.2e-3) and 3.8e-4–7.0e-4
+at n = 256 on an H200 (the MLP: 1.1e-3); frozen central differences 2.2e-5–1.7e-4 everywhere; live
+kinks 1.0e-3–4.4e-2. On PreResNet-56/110 float32 ``exact`` is itself 0.6–4.6e-3 from
+float64. Replaying needs static control flow (the same kinked operations in the same
 order); a network that branches on its parameters raises ``ValueError`` and should use
 ``kinks="live"``. On CUDA the finite-difference passes run with TF32 off (restored after).
 """
@@ -111,9 +113,12 @@ __all__ = [
 
 # Constants of the automatic step (module docstring), (kinks, central) -> C; set from
 # measurements (benchmarks/RESULTS.md, "Frozen activation patterns"). Frozen kinks (and
-# smooth networks): ε = C u^{1/2} max(1, ‖θ‖) forward, C u^{1/3} max(1, ‖θ‖) central — the
-# best forward steps of eight networks (‖θ‖ = 7..156) lie at C = 0.5..2.2, the central ones
-# in a broad minimum around 0.5. Live kinks: ε = C (u (1 + ‖θ‖))^{1/2 or 1/3}.
+# smooth networks): ε = min(C u^{1/2} max(1, ‖θ‖), 4 × the live forward rule) forward and
+# C u^{1/3} max(1, ‖θ‖) central — the best forward steps of eight networks (‖θ‖ = 7..156)
+# follow the first term up to ‖θ‖ ≈ 20 and the second beyond (PreResNet-56/110 want
+# 0.3–0.4x the first), the central ones lie in a broad minimum around C = 0.5. Live
+# kinks: ε = C (u (1 + ‖θ‖))^{1/2 or 1/3}.
+_FROZEN_FORWARD_CAP = 4.0
 _STEP_CONSTANTS = {
     ("frozen", False): 1.5,
     ("frozen", True): 0.5,
@@ -329,9 +334,17 @@ def default_eps(
     u = torch.finfo(dtype).eps / 2
     power = 1.0 / 3.0 if central else 0.5
     constant = _STEP_CONSTANTS[(kinks, bool(central))]
-    if kinks == "frozen":  # each parameter moves by ~C u^power of itself (scale-invariant)
-        return constant * u**power * max(1.0, float(theta_norm))
-    return constant * (u * (1.0 + float(theta_norm))) ** power
+    live = constant * (u * (1.0 + float(theta_norm))) ** power
+    if kinks == "live":
+        return live
+    # frozen: each parameter moves by ~C u^power of itself (scale-invariant) ...
+    step = constant * u**power * max(1.0, float(theta_norm))
+    if not central:
+        # ... but no further than 4x the live forward rule: large, deep networks want
+        # relatively shorter forward steps (their truncation grows with depth; the two
+        # rules cross at ‖θ‖ ≈ 18)
+        step = min(step, _FROZEN_FORWARD_CAP * live)
+    return step
 
 
 def _recording(pattern: ActivationPattern | None) -> contextlib.AbstractContextManager:
