@@ -88,7 +88,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -400,7 +400,7 @@ class _FdScheme:
     lin: Linearization
     theta_flat: Tensor  # shape: (p,), the parameters' dtype
     theta_wide: Tensor  # shape: (p,), float64
-    eps: float
+    eps: float | str | None  # the step; None / "auto" until _fd_setup resolves it
     central: bool
     likelihood: str
     floor: float
@@ -410,6 +410,10 @@ class _FdScheme:
         theta_flat = lin.parameter_vector()
         wide = theta_flat.to(torch.float64)
         return cls(lin, theta_flat, wide, eps, central, likelihood, floor)
+
+    @property
+    def theta_norm(self) -> float:
+        return float(torch.linalg.vector_norm(self.theta_wide))
 
     def output_grad(self, f0: Tensor, xc: Tensor, u: Tensor, pattern) -> Tensor:
         """Σ_passes weight · ∇_{f'} KL(f(θ) ‖ f(θ_pass)) ≈ Λ J u for one unit direction,
@@ -466,15 +470,13 @@ def _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks):
     norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
     inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     unit = v * inverse.to(v.dtype)[:, None]
+    scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
     if eps is None:
-        theta_norm = float(torch.linalg.vector_norm(lin.parameter_vector(), dtype=torch.float64))
-        eps = default_eps(theta_norm, lin.dtype, central, kinks)
+        scheme = replace(scheme, eps=default_eps(scheme.theta_norm, lin.dtype, central, kinks))
     elif eps == "auto":
         probe = int(torch.argmax(norms))  # a nonzero row when there is one
-        eps = _calibrate(
-            lin, x, v[probe], likelihood, central, floor, _CALIBRATION_POINTS, kinks
-        ).eps
-    scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
+        calibration = _calibrate(scheme, x, v[probe], _CALIBRATION_POINTS, kinks)
+        scheme = replace(scheme, eps=calibration.eps)
     # the pass weights hold 1/ε; scale back the unit directions and average over points
     return scheme, unit, norms / n
 
@@ -574,20 +576,15 @@ class StepCalibration:
 
 
 def _calibrate(
-    lin: Linearization,
-    x: Tensor,
-    probe: Tensor,
-    likelihood: str,
-    central: bool,
-    floor: float,
-    points: int,
-    kinks: str,
+    scheme: _FdScheme, x: Tensor, probe: Tensor, points: int, kinks: str
 ) -> StepCalibration:
-    """Pick ε from a grid by the output-space error on ``points`` points (validated inputs)."""
+    """Pick ε from a grid by the output-space error on ``points`` points (validated inputs;
+    ``scheme`` gives everything but the step)."""
+    lin, central, likelihood, floor = scheme.lin, scheme.central, scheme.likelihood, scheme.floor
     fwd = lin.functional_forward
     xm = x[:points]
-    theta_norm = float(torch.linalg.vector_norm(lin.parameter_vector(), dtype=torch.float64))
-    theta = lin.unflatten(lin.parameter_vector())
+    theta_norm = scheme.theta_norm
+    theta = lin.unflatten(scheme.theta_flat)
     norm = torch.linalg.vector_norm(probe, dtype=torch.float64)
     if not norm > 0:  # no direction to calibrate on: the rule
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -606,8 +603,7 @@ def _calibrate(
             f0 = f.detach().double()
             cots = [_apply_output_fisher(f0, jv.double(), likelihood, floor)]
             for eps in candidates:
-                scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
-                cots.append(scheme.output_grad(f0, xm, unit, pattern))
+                cots.append(replace(scheme, eps=eps).output_grad(f0, xm, unit, pattern))
         # compare in parameter space, Jᵀ(ĝ − Λ J v̂): the error the products will have
         # (the output-space error weights the components differently and picks steps up
         # to 4x too short on AlexNet and PreResNet-20)
@@ -698,7 +694,8 @@ def calibrate_eps(
     probe = _check_v(lin, probe)
     if probe.dim() != 1:
         raise ValueError(f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}")
-    return _calibrate(lin, x, probe, likelihood, central, floor, points, kinks)
+    scheme = _FdScheme.at(lin, None, central, likelihood, floor)
+    return _calibrate(scheme, x, probe, points, kinks)
 
 
 # ---------------------------------------------------------------------------- public entry

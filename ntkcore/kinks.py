@@ -207,11 +207,12 @@ _HANDLERS = _handlers()
 
 class _PatternMode(TorchFunctionMode):
     """Calls the network's functions as usual, except the kinked ones (:data:`_HANDLERS`),
-    which :meth:`kinked` records or replays."""
+    whose pieces it appends to ``records`` or, with ``replay``, takes from them in order."""
 
-    def __init__(self, records: list[_Record]) -> None:
+    def __init__(self, records: list[_Record], *, replay: bool) -> None:
         super().__init__()
         self.records = records
+        self.replay = replay
         self.position = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
@@ -219,35 +220,22 @@ class _PatternMode(TorchFunctionMode):
         handler = _HANDLERS.get(func)
         if handler is None:
             return func(*args, **kwargs)
-        return self.kinked(func, handler, args, kwargs)
-
-    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
-        raise NotImplementedError
-
-
-class _Recorder(_PatternMode):
-    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
-        kind, record, _ = handler
+        kind, record, replay = handler
         shape = tuple(args[0].shape)
-        out, pieces = record(func, args, kwargs)
-        self.records.append(_Record(kind, shape, tuple(p.detach() for p in pieces)))
-        return out
-
-
-class _Replayer(_PatternMode):
-    def kinked(self, func: Callable, handler: Handler, args: tuple, kwargs: dict) -> Any:
-        kind, _, replay = handler
-        z = args[0]
+        if not self.replay:
+            out, pieces = record(func, args, kwargs)
+            self.records.append(_Record(kind, shape, tuple(p.detach() for p in pieces)))
+            return out
         if self.position >= len(self.records):
             raise PatternMismatch(
                 f"the replayed pass calls {kind} more often than the recorded pass "
                 f"({len(self.records)} kinked operations); use kinks='live'"
             )
         rec = self.records[self.position]
-        if rec.kind != kind or rec.shape != tuple(z.shape):
+        if rec.kind != kind or rec.shape != shape:
             raise PatternMismatch(
                 f"kinked operation {self.position}: recorded {rec.kind}{list(rec.shape)}, "
-                f"replayed {kind}{list(z.shape)} (data-dependent control flow?); use "
+                f"replayed {kind}{list(shape)} (data-dependent control flow?); use "
                 "kinks='live'"
             )
         self.position += 1
@@ -282,7 +270,7 @@ class ActivationPattern:
     def recording(self) -> Iterator[ActivationPattern]:
         """Record the pieces of the forward pass run inside (replacing earlier records)."""
         self.records = []
-        with _Recorder(self.records):
+        with _PatternMode(self.records, replay=False):
             yield self
         for record in self.records:
             record.pieces = tuple(_plain(p) for p in record.pieces)
@@ -297,7 +285,7 @@ class ActivationPattern:
             When the pass makes a different sequence of kinked operations (or does not
             use all of them) than the recorded one.
         """
-        mode = _Replayer(self.records)
+        mode = _PatternMode(self.records, replay=True)
         with mode:
             yield self
         if mode.position != len(self.records):
