@@ -872,6 +872,7 @@ def test_covariance_block_is_one_tensor_and_its_rank_fits_memory(monkeypatch) ->
     # reads it without a copy), and the rank is capped so that the block fits in half the
     # free memory: rank="auto" stops there and says why, a fixed rank beyond it is refused.
     import ntkcore.posterior as posterior_module
+    import ntkcore.strategies.iterative as iterative_module
 
     pb = problem("mlp_over")
     kwargs = {"noise_variance": pb.noise_variance, "prior_variance": pb.prior_variance}
@@ -881,7 +882,7 @@ def test_covariance_block_is_one_tensor_and_its_rank_fits_memory(monkeypatch) ->
     assert stacked.data_ptr() == post.weights.data_ptr() and stacked.shape[0] == 9
     p = post.weights.shape[0]
     # free memory for a block of 6 rows (rank 5)
-    monkeypatch.setattr(posterior_module, "_free_memory", lambda device: 2 * 8 * p * 6)
+    monkeypatch.setattr(iterative_module, "_free_memory", lambda device: 2 * 8 * p * 6)
     capped = adapt(pb.model, pb.x, pb.y, strategy="function", **kwargs)
     d = capped.diagnostics
     assert d["rank_memory_cap"] == 5 and d["variance_rank"] <= 5
