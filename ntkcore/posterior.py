@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ from ntkcore.jacobian_at import CACHES
 from ntkcore.linearization import Linearization, as_linearization
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.strategies import FITS, FitOptions, FitProblem, dense_spectrum
+from ntkcore.strategies.precision import REFINEMENTS
+from ntkcore.variance import VARIANCE_MODES, VarianceCorrector, describe_accuracy
 
 __all__ = [
     "Posterior",
@@ -43,6 +45,8 @@ __all__ = [
 STRATEGIES = ("auto", *FITS)
 MEANS = ("network", "zero")
 FISHER_PRODUCTS = ("exact", "fd")
+
+
 def _stacked(weights: Tensor, factor: Tensor) -> Tensor:
     """[w̄; F] as one (1 + r) × p tensor: a view when F directly follows w̄ in memory (the
     matrix-free strategies build them so), else a copy."""
@@ -73,10 +77,22 @@ class Prediction:
         Shape (m, o).
     variance : Tensor or None
         Shape (m, o), non-negative; None when variances were not requested.
+    diagnostics : Mapping
+        How the variances were computed and how accurate they are (empty when built by
+        hand, as in ``Prediction(mean, variance)``). From :meth:`Posterior.predict`:
+        ``variance_mode`` (``"accurate"``, ``"fast"`` or None), ``variance_method``
+        (``"exact"``: dense or a basis spanning min(n·o, p); ``"low-rank"``: the cached
+        Galerkin factor, an upper bound; ``"block-cg"``: brackets by block CG),
+        ``variance_error_bound`` (largest relative error over the test outputs),
+        ``variance_error_kind`` (``"bound"``: certified by the bracket, up to the
+        products' rounding; ``"estimate"``: δ from power iteration), ``variance_accuracy``
+        (one short sentence for display), ``variance_iterations``, ``variance_products``,
+        ``variance_converged``, ``variance_seconds`` and ``variance_products_dtype``.
     """
 
     mean: Tensor
     variance: Tensor | None
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def stddev(self) -> Tensor:
@@ -147,8 +163,15 @@ class Posterior:
         ``strategy``, ``reason``, ``iterations``, ``residual`` (max true relative residual),
         ``residuals``, ``converged``, ``tolerance``, ``seconds``, ``variance_rank``,
         ``exact_variance`` and more; matrix-free strategies add the Nyström sketch's
-        ``rank_mode``, ``rank_rounds``, ``rank_stop``, ``solver_rank`` and
-        ``variance_error_estimate`` (see :func:`adapt`).
+        ``rank_mode``, ``rank_rounds``, ``rank_stop``, ``solver_rank``,
+        ``variance_error_estimate``, and the solve's precision (``residual_dtype``,
+        ``float64_residual``, ``refinements``, ``refinement_reason``; see :func:`adapt`).
+
+    Notes
+    -----
+    A matrix-free posterior whose variance basis does not span the problem keeps its
+    products at the training inputs (the cached forward pass, ``lin.at(x)``) for accurate
+    variances at predict time.
     """
 
     linearization: Linearization
@@ -163,6 +186,9 @@ class Posterior:
     _factor_form: str = field(repr=False)
     _lml: Callable[[], tuple[float, float]] = field(repr=False)
     _lml_cache: tuple[float, float] | None = field(default=None, repr=False)
+    # Block CG on the training products for accurate variances (None: the factor is exact)
+    _variance_corrector: VarianceCorrector | None = field(default=None, repr=False)
+    _variance_mode: str = field(default="accurate", repr=False)
 
     @property
     def strategy(self) -> str:
@@ -177,14 +203,38 @@ class Posterior:
         """
         return self._factor, self._factor_form
 
-    def predict(self, x: Tensor, *, variance: bool = True) -> Prediction:
+    def predict(self, x: Tensor, *, variance: bool | str = True) -> Prediction:
         """Latent predictive mean and variance at ``x`` (Eq. 3), each of shape (m, o).
 
+        Parameters
+        ----------
+        x : Tensor
+            Test inputs, shape (m, *input_shape).
+        variance : bool or {"accurate", "fast"}
+            ``True``: the mode chosen at :func:`adapt` (``variance=``, default
+            ``"accurate"``); ``False``: means only. ``"fast"``: the cached low-rank factor
+            alone — an upper bound, at most (1 + δ)× the exact variance
+            (``diagnostics["variance_error_bound"]`` of the posterior). ``"accurate"``:
+            within ``variance_rtol`` (adapt's, default 1e-2) of the exact variance: exact
+            when the factor is (dense, or a basis spanning min(n·o, p)); the fast value
+            when the bound δ already guarantees it; otherwise each variance is bracketed
+            by block preconditioned CG over the test outputs on the training products
+            (:mod:`ntkcore.variance`) and the bracket's midpoint returned — a few
+            products per test output, more on slowly decaying spectra
+            (``benchmarks/RESULTS.md``, "Variance accuracy").
+
+        Returns
+        -------
+        Prediction
+            ``diagnostics`` says which method gave the variances and their accuracy.
+
+        Notes
+        -----
         Variances come from per-sample Jacobians J* of the test points (batched with
         ``vmap``, in blocks bounded by the linearization's ``chunk_size``) and the cached
-        covariance factor F (r × p): no linear solve per test point. Per block, one
-        float64 GEMM [w̄; F] J*ᵀ gives the means and the projections, and
-        var = s² (‖J*‖² − ‖F J*ᵀ‖²) (or s² ‖F J*ᵀ‖² for the direct form).
+        covariance factor F (r × p). Per block, one float64 GEMM [w̄; F] J*ᵀ gives the
+        means and the projections, and var = s² (‖J*‖² − ‖F J*ᵀ‖²) (or s² ‖F J*ᵀ‖² for
+        the direct form).
 
         The GEMM stays in float64 even for float32 models. The subtraction cancels
         where the posterior variance is far below the prior variance, and a float32 GEMM
@@ -194,14 +244,29 @@ class Posterior:
         into one reused float64 buffer: a fresh float64 tensor per block cost 12× the copy
         in page faults on the CPU (370 ms vs 30 ms for 203 × 330k).
         """
+        mode = self._variance_mode if variance is True else variance
+        if mode is not False and mode not in VARIANCE_MODES:
+            raise ValueError(
+                f"variance must be True, False or one of {VARIANCE_MODES}, got {variance!r}"
+            )
         lin = self.linearization
         x = lin.prepare_inputs(x)
         prior_mean = lin(x) if self.mean_type == "network" else None
         w = self.weights
-        if not variance:
+        diagnostics: dict[str, Any] = {"variance_mode": mode or None}
+        if mode is False:
             mean = lin.jvp(x, w.to(lin.dtype)).to(_F64)
         else:
-            means, variances = [], []
+            t0 = time.perf_counter()
+            corrector = self._variance_corrector
+            correct = (
+                mode == "accurate"
+                and corrector is not None
+                and not corrector.fast_is_accurate
+            )
+            means, variances, errors = [], [], []
+            iterations = products = 0
+            converged = True
             rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
             for _, block in lin.jacobian_blocks(x):
@@ -218,14 +283,67 @@ class Posterior:
                     v = torch.linalg.vector_norm(b, dim=-1).square() - proj
                 else:
                     v = proj
-                variances.append((self.prior_variance * v).clamp_min(0.0).reshape(c, o))
+                v = (self.prior_variance * v).clamp_min(0.0)
+                if correct:
+                    assert corrector is not None
+                    out = corrector.correct(b, v)
+                    v = out.variance
+                    errors.append(out.error_bound)
+                    iterations = max(iterations, out.iterations)
+                    products += out.products
+                    converged = converged and out.converged
+                variances.append(v.reshape(c, o))
             mean = torch.cat(means, 0)
+            diagnostics.update(
+                self._variance_diagnostics(
+                    mode, correct, errors, iterations, products, converged,
+                    time.perf_counter() - t0,
+                )
+            )
         out_mean = mean if prior_mean is None else mean + prior_mean.to(_F64)
-        out_var = torch.cat(variances, 0) if variance else None
+        out_var = torch.cat(variances, 0) if mode is not False else None
         dtype = lin.dtype
         return Prediction(
-            mean=out_mean.to(dtype), variance=None if out_var is None else out_var.to(dtype)
+            mean=out_mean.to(dtype),
+            variance=None if out_var is None else out_var.to(dtype),
+            diagnostics=diagnostics,
         )
+
+    def _variance_diagnostics(
+        self,
+        mode: str,
+        corrected: bool,
+        errors: list[Tensor],
+        iterations: int,
+        products: int,
+        converged: bool,
+        seconds: float,
+    ) -> dict[str, Any]:
+        corrector = self._variance_corrector
+        if corrector is None:
+            method, bound, kind = "exact", 0.0, "bound"
+        elif corrected:
+            method, kind = "block-cg", "bound"
+            bound = float(torch.cat(errors).max()) if errors else 0.0
+        else:
+            method, bound, kind = "low-rank", corrector.bound, "estimate"
+        return {
+            "variance_method": method,
+            "variance_error_bound": bound,
+            "variance_error_kind": kind,
+            "variance_accuracy": describe_accuracy(
+                method, bound, kind=kind, iterations=iterations, converged=converged
+            ),
+            "variance_iterations": iterations,
+            "variance_products": products,
+            "variance_converged": converged,
+            "variance_seconds": seconds,
+            "variance_products_dtype": (
+                str(corrector.product_dtype).replace("torch.", "") if corrected and corrector
+                else None
+            ),
+            "variance_rtol": None if corrector is None else corrector.rtol,
+        }
 
     def log_marginal_likelihood(self) -> float:
         """log p(y | X, σ², s²) of the finite-NTK GP.
@@ -290,6 +408,9 @@ def adapt(
     fisher: str = "exact",
     seed: int = 0,
     cache: str = "auto",
+    variance: str = "accurate",
+    variance_rtol: float = 1e-2,
+    refinement: str = "auto",
 ) -> Posterior:
     r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
 
@@ -316,7 +437,9 @@ def adapt(
         :func:`choose_strategy` decides and records why in ``diagnostics["reason"]``.
     tol : float, optional
         Relative residual target of CG; default 1e-8 in float64 and 1e-4 otherwise
-        (1e-6 and 1e-3 with ``fisher="fd"``).
+        (1e-6 and 1e-3 with ``fisher="fd"``). For a float32 network the target is met by
+        mixed-precision refinement where float32 products cannot resolve it (see
+        ``refinement``); the reported ``residual`` is then the float64 one.
     max_iter : int
         CG iteration cap. Not reaching ``tol`` warns and sets ``diagnostics["converged"]``.
     rank : int or "auto"
@@ -355,10 +478,15 @@ def adapt(
         Weight-space (``strategy="parameter"``) products JᵀJ v = n·F v: ``exact`` by
         forward- then reverse-mode products, ``fd`` by the finite-difference Fisher-vector
         product of Eq. 5 (:func:`ntkcore.fisher.fisher_vp`; one extra forward and one
-        backward per vector, activation pattern frozen at θ, relative error ~1e-3 in
-        float32). CG on fd products is refined on the exact residual (one exact product
-        per round, ``diagnostics["refinements"]``), so the reported residual is that of
-        the exact system.
+        backward per vector, activation pattern frozen at θ). Their accuracy, measured
+        against ``method="exact"`` *in the network's own precision*: ~1e-3 relative in
+        float32 (~1e-4 with ``central=True``) on the test networks; against float64
+        ``exact`` products, deep float32 PreResNets at initialization are 2–5e-3 off,
+        as far as float32 ``exact`` itself is (``benchmarks/RESULTS.md``, "Fisher-vector
+        products"). CG on fd products is refined on the exact residual (one exact product
+        per round, ``diagnostics["refinements"]``; float64 exact products when
+        ``refinement`` calls for them), so the reported residual is that of the exact
+        system.
     seed : int
         Seed of the random sketch and probes.
     cache : {"auto", "none", "pullback", "linearized"}
@@ -366,6 +494,33 @@ def adapt(
         training inputs (:class:`ntkcore.JacobianAt`): ``auto`` keeps the forward pass
         (and on the CPU the traced tangent program) when it fits in a quarter of the free
         memory. Recorded in ``diagnostics["product_cache"]``.
+    variance : {"accurate", "fast"}
+        What ``predict(x)`` returns by default (``predict(x, variance=...)`` overrides
+        it). ``"accurate"``: predictive variances within ``variance_rtol`` of the exact
+        posterior variances — exact from ``dense`` and from a basis spanning min(n·o, p),
+        else the cached low-rank variance corrected by block preconditioned CG over the
+        test outputs until a guaranteed bracket is that tight (:mod:`ntkcore.variance`;
+        a few products per test output, more on slowly decaying spectra). ``"fast"``:
+        the low-rank Galerkin variance alone, an upper bound at most (1 + δ)× the exact
+        one (``diagnostics["variance_error_bound"]``). Each ``Prediction`` states which
+        was used and its accuracy in ``Prediction.diagnostics``.
+    variance_rtol : float
+        Target relative error of accurate variances (default 1e-2).
+    refinement : {"auto", "float64", "none"}
+        Precision of the matrix-free solves of a float32 (or lower) network. ``"auto"``:
+        when the sketch's condition estimate κ̂ predicts that products in the network's
+        dtype cannot reach ``tol`` (u·κ̂/100 > tol, u its unit roundoff), or a solve in that
+        dtype stalls above ``tol``, the solve is refined on float64 residuals: the solution
+        and the residual b − A x are float64 (products of a float64 copy of the
+        linearization), each correction is solved by the float32 preconditioned CG, until
+        the float64 residual meets ``tol`` (:mod:`ntkcore.strategies.precision`).
+        Otherwise everything stays in float32 (GPUs keep float32 speed). ``"float64"``:
+        always refine; ``"none"``: never (the solve then warns when it stalls). Where a
+        device has no float64 (Apple MPS), the solve stays in float32 with a warning.
+        ``diagnostics`` reports ``refinements``, ``residual_dtype``, ``float64_residual``
+        (None without refinement), ``working_dtype``, ``refinement_reason`` and
+        ``condition_estimate`` κ̂. Accurate variances use the float64 products too when
+        the solve did.
 
     Returns
     -------
@@ -388,6 +543,11 @@ def adapt(
         raise ValueError(f"fisher must be one of {FISHER_PRODUCTS}, got {fisher!r}")
     if cache not in CACHES:
         raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    if variance not in VARIANCE_MODES:
+        raise ValueError(f"variance must be one of {VARIANCE_MODES}, got {variance!r}")
+    variance_rtol = _validate_scalar("variance_rtol", variance_rtol)
+    if refinement not in REFINEMENTS:
+        raise ValueError(f"refinement must be one of {REFINEMENTS}, got {refinement!r}")
     lin = as_linearization(model_or_lin)
     if tol is None:
         # Finite-difference Fisher products are accurate to ~1e-8 (float64) and ~1e-3
@@ -421,11 +581,14 @@ def adapt(
         linearization=lin, x=x, y=y, mean=mean, noise_variance=sigma2, prior_variance=s2,
         options=FitOptions(
             tol=tol, max_iter=max_iter, rank=rank, max_rank=max_rank,
-            variance_tol=variance_tol, fisher=fisher, seed=seed, cache=cache,
+            variance_tol=variance_tol, variance=variance, variance_rtol=variance_rtol,
+            refinement=refinement, fisher=fisher, seed=seed, cache=cache,
         ),
     )
     fit = FITS[chosen](problem)
     diagnostics.update(fit.diagnostics)
+    diagnostics["variance"] = variance
+    diagnostics["variance_rtol"] = variance_rtol
     diagnostics["seconds"] = time.perf_counter() - t0
     return Posterior(
         linearization=lin,
@@ -437,4 +600,6 @@ def adapt(
         _factor=fit.factor,
         _factor_form=fit.factor_form,
         _lml=fit.log_marginal_likelihood,
+        _variance_corrector=fit.variance_corrector,
+        _variance_mode=variance,
     )

@@ -13,7 +13,7 @@ w ~ N(0, s² I_p), y = g(x) + ε, ε ~ N(0, σ² I); N = n·o, r = y − m(X), c
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -38,6 +38,9 @@ class FitOptions:
     rank: int | str
     max_rank: int
     variance_tol: float
+    variance: str
+    variance_rtol: float
+    refinement: str
     fisher: str
     seed: int
     cache: str
@@ -102,6 +105,9 @@ class FitResult:
         ``() -> (log p(y), standard error)``, evaluated on first request.
     diagnostics : dict
         What the strategy did (merged into ``Posterior.diagnostics``).
+    variance_corrector : VarianceCorrector, optional
+        What accurate predictive variances need beyond the factor
+        (:class:`ntkcore.variance.VarianceCorrector`); None when the factor is exact.
     """
 
     weights: Tensor
@@ -109,6 +115,7 @@ class FitResult:
     factor_form: str
     log_marginal_likelihood: LmlClosure
     diagnostics: dict[str, Any]
+    variance_corrector: Any = field(default=None, repr=False)
 
 
 FitFunction = Callable[[FitProblem], FitResult]

@@ -14,8 +14,10 @@ Every product is at the training inputs through :class:`TrainingProducts`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +33,11 @@ from ntkcore.solvers.nystrom import (
     largest_eigenvalue,
 )
 from ntkcore.solvers.slq import logdet_slq
+from ntkcore.strategies import precision
 from ntkcore.strategies.base import FitOptions, FitProblem, FitResult, LmlClosure
+from ntkcore.strategies.precision import Precision
 from ntkcore.strategies.products import TrainingProducts
+from ntkcore.variance import VarianceCorrector
 
 __all__ = [
     "Sketch",
@@ -179,10 +184,13 @@ def sketch(products: TrainingProducts, space: str, c: float, options: FitOptions
     if memory_capped:
         max_rank = max(1, memory_cap)
     if rank == "auto":
+        # Once λ̂_r is small enough, a rank-r sketch whose next doubling spans the problem
+        # (min(N, p) <= 2r) is completed: exact variances for at most twice the products.
         nystrom = NystromApproximation.adaptive(
             products.kernel, n_obs, threshold=c * min(1.0, options.variance_tol),
-            initial_rank=_INITIAL_RANK, max_rank=min(max_rank, cap), dtype=products.dtype,
-            device=products.device, generator=gen,
+            initial_rank=_INITIAL_RANK, max_rank=min(max_rank, cap),
+            span_rank=min(n_obs, p), dtype=products.dtype, device=products.device,
+            generator=gen,
         )
     else:
         assert isinstance(rank, int)
@@ -209,26 +217,49 @@ def sketch(products: TrainingProducts, space: str, c: float, options: FitOptions
 
 
 # --------------------------------------------------------------------------- 2. solve
-def solve(system: WeightSystem, sk: Sketch, options: FitOptions) -> tuple[Tensor, SolveInfo]:
-    """Preconditioned CG on the system; fd products are refined on the exact residual."""
+def solve(
+    system: WeightSystem,
+    sk: Sketch,
+    options: FitOptions,
+    *,
+    exact: WeightSystem | None = None,
+    working_tol: float | None = None,
+) -> tuple[Tensor, SolveInfo]:
+    """Preconditioned CG on the system.
+
+    Finite-difference Fisher products are refined on the exact residual. With ``exact``
+    (the same system on float64 products, :mod:`ntkcore.strategies.precision`) the
+    solution and the residuals are float64 and the CG runs stay in the network's dtype:
+    mixed-precision iterative refinement, each run stopping at ``working_tol`` at the
+    latest.
+    """
+    what = (
+        f"{system.space}-space system (JJᵀ + cI)"
+        if system.space == "function"
+        else "weight-space system"
+    )
+    if exact is None:
+        return conjugate_gradients(
+            system.matmul, system.rhs, preconditioner=sk.preconditioner.solve,
+            tol=options.tol, max_iter=options.max_iter, what=what,
+            residual_matmul=system.exact_matmul,
+        )
     return conjugate_gradients(
-        system.matmul,
-        system.rhs,
-        preconditioner=sk.preconditioner.solve,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        what=(
-            f"{system.space}-space system (JJᵀ + cI)"
-            if system.space == "function"
-            else "weight-space system"
-        ),
-        residual_matmul=system.exact_matmul,
+        system.matmul, exact.rhs, preconditioner=sk.preconditioner.solve, tol=options.tol,
+        max_iter=options.max_iter, what=what, residual_matmul=exact.matmul,
+        working_dtype=system.rhs.dtype, working_tol=working_tol,
     )
 
 
 # --------------------------------------------------------------------------- 3. factor
 def factor(
-    products: TrainingProducts, space: str, sk: Sketch, z: Tensor, c: float
+    products: TrainingProducts,
+    space: str,
+    sk: Sketch,
+    z: Tensor,
+    c: float,
+    *,
+    weights_products: TrainingProducts | None = None,
 ) -> tuple[Tensor, Tensor]:
     """w̄ and the Galerkin covariance factor F = L⁻¹ UᵀJ (LLᵀ = UᵀJJᵀU + cI).
 
@@ -236,12 +267,19 @@ def factor(
     an upper bound that is exact when U spans range(J). [w̄; UᵀJ] is one float64 block,
     (1 + r) × p: predict multiplies it with the test Jacobians in one GEMM, and F
     overwrites UᵀJ column block by column block (no second r × p copy: what lets p reach
-    10⁸ on one GPU). Returns (w̄, F), views of that block.
+    10⁸ on one GPU). Returns (w̄, F), views of that block. ``weights_products``: float64
+    products for w̄ = Jᵀz after a mixed-precision solve (z is float64).
     """
     p = products.p
     basis = sk.basis
     rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=products.device)
-    if space == "function":
+    if space == "function" and weights_products is not None:
+        rows[0].copy_(weights_products.vjp(z.to(weights_products.dtype)).reshape(-1))
+        cols = basis.to(products.dtype)  # shape: (N, r)
+        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
+        for s in range(0, cols.shape[1], group):
+            rows[1 + s : 1 + s + group].copy_(products.vjp(cols[:, s : s + group]).mT)
+    elif space == "function":
         # w̄ = Jᵀz and UᵀJ by batched reverse passes, a group of columns at a time
         cols = torch.cat([z, basis.to(products.dtype)], dim=1)  # shape: (N, 1 + r)
         group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
@@ -296,10 +334,11 @@ def log_marginal_likelihood(
     noise_variance: float,
     prior_variance: float,
     seed: int,
+    matmul: Matmul | None = None,
 ) -> LmlClosure:
     """log p(y) as a closure: the quadratic form from the CG solution now, the
     log-determinant by stochastic Lanczos quadrature on the preconditioned system when
-    called."""
+    called (on ``matmul``, default the system's own product)."""
     sigma2, s2 = noise_variance, prior_variance
     c = sigma2 / s2
     n_obs = resid.numel()
@@ -310,9 +349,10 @@ def log_marginal_likelihood(
     else:
         quad = (float(r64 @ r64) - float(rhs64 @ z64)) / sigma2
     precond, dim = sk.preconditioner, system.dim
-    dtype, device = sk.nystrom.dtype, system.rhs.device
+    device = system.rhs.device
     space, p = system.space, system.dim
-    matmul = system.matmul
+    matmul = system.matmul if matmul is None else matmul
+    dtype = sk.nystrom.dtype
 
     def lml() -> tuple[float, float]:
         # log|s² JJᵀ + σ² I_N| = N log s² + log|G + cI_d| (+ (N − p) log c in weight space)
@@ -340,9 +380,10 @@ def diagnostics(
     bound: float,
     c: float,
     options: FitOptions,
+    precision: Precision,
 ) -> dict[str, Any]:
-    """What the matrix-free fit did: the solve, the sketch's rounds and why it stopped,
-    the variance basis and its error estimate λ̂_r/c and bound δ."""
+    """What the matrix-free fit did: the solve and its precision, the sketch's rounds and
+    why it stopped, the variance basis and its error estimate λ̂_r/c and bound δ."""
     nystrom, rank = sk.nystrom, options.rank
     n_obs, p = products.num_observations, products.p
     exact_variance = sk.rank >= min(n_obs, p)
@@ -365,6 +406,11 @@ def diagnostics(
                 f"λ̂_r/c = {nystrom.smallest / c:.2g} <= {tol_v:g} (min(1, variance_tol))"
             ),
             "dimension": f"rank reached n·o = {n_obs} (exact)",
+            "completed": (
+                f"λ̂_r/c <= {tol_v:g} at rank {rounds[-2]['rank'] if len(rounds) > 1 else 0}, "
+                f"completed to min(n·o, p) = {min(n_obs, p)} (exact variances for at most "
+                "twice the sketch)"
+            ),
             "max_rank": (
                 f"rank reached {sk.cap} = rank bound (exact)"
                 if nystrom.rank >= sk.cap
@@ -379,13 +425,16 @@ def diagnostics(
     variance_note = None
     if not exact_variance:
         variance_note = (
-            f"variances are upper bounds from a rank-{sk.rank} basis (< min(n·o, p) = "
-            f"{min(n_obs, p)}): each is at most {1 + bound:.3g}× the exact one "
-            f"(δ = ‖(I − P)JJᵀ(I − P)‖/c ≈ {bound:.2g}); typical overestimates are "
-            f"nearer λ̂_r/c = {variance_error:.2g}"
+            f"fast variances (predict(x, variance='fast')) are upper bounds from a "
+            f"rank-{sk.rank} basis (< min(n·o, p) = {min(n_obs, p)}): each is at most "
+            f"{1 + bound:.3g}× the exact one (δ = ‖(I − P)JJᵀ(I − P)‖/c ≈ {bound:.2g}); "
+            f"typical overestimates are nearer λ̂_r/c = {variance_error:.2g}"
         )
-        if bound > 1.0:
-            variance_note += "; raise rank (or max_rank) for tighter variances"
+        if options.variance == "accurate" and 2 * bound > options.variance_rtol:
+            variance_note += (
+                f"; accurate variances (the default) are corrected by block CG to within "
+                f"{options.variance_rtol:g} at predict time"
+            )
     at_x = products.at_x
     return {
         "variance_note": variance_note,
@@ -393,6 +442,12 @@ def diagnostics(
         "iterations": info.iterations,
         "refinements": info.refinements,
         "residual": info.max_residual,
+        "residual_dtype": str(precision.residual).replace("torch.", ""),
+        "float64_residual": info.max_residual if precision.residual == _F64 else None,
+        "working_dtype": str(precision.working).replace("torch.", ""),
+        "refinement": options.refinement,
+        "refinement_reason": precision.reason,
+        "condition_estimate": precision.condition_estimate,
         "residuals": info.residuals.tolist(),
         "converged": info.converged,
         "tolerance": options.tol,
@@ -416,6 +471,56 @@ def diagnostics(
 
 
 # --------------------------------------------------------------------------- the fits
+def _solve_with_precision(
+    problem: FitProblem,
+    products: TrainingProducts,
+    system: WeightSystem,
+    resid: Tensor,
+    sk: Sketch,
+) -> tuple[Tensor, SolveInfo, Precision, WeightSystem, Tensor]:
+    """Solve in the network's precision, or by mixed-precision refinement when that
+    cannot reach ``tol`` (predicted from the sketch, or seen after a stalled solve).
+
+    Returns the solution, its info, the precision used, and the system and residual r
+    that the solution belongs to (float64 ones after refinement).
+    """
+    options, c = problem.options, problem.shift
+    top = float(sk.nystrom.eigenvalues[0]) if sk.rank else 0.0
+    prec = precision.plan(products, top, c, options.tol, options.refinement, options.cache)
+    if not prec.refine:
+        second_chance = (
+            options.refinement == "auto"
+            and products.dtype != _F64
+            and precision.float64_unavailable(products.device) is None
+        )
+        if not second_chance:
+            z, info = solve(system, sk, options)
+            return z, info, prec, system, resid
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            z, info = solve(system, sk, options)
+        if info.converged:
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return z, info, prec, system, resid
+        prec = precision.plan(
+            products, top, c, options.tol, options.refinement, options.cache,
+            stalled_at=info.max_residual,
+        )
+        stalled_iterations = info.iterations
+    else:
+        stalled_iterations = 0
+    assert prec.products64 is not None
+    p64 = prec.products64
+    resid64 = problem.residual(lambda: p64.at_x.output).to(_F64)
+    exact = WeightSystem.build(p64, system.space, resid64, c, "exact")
+    working_tol = min(0.1, max(options.tol, prec.floor_estimate))
+    z, info = solve(system, sk, options, exact=exact, working_tol=working_tol)
+    if stalled_iterations:
+        info = dataclasses.replace(info, iterations=info.iterations + stalled_iterations)
+    return z, info, prec, exact, resid64
+
+
 def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     options = problem.options
     c = problem.shift
@@ -425,16 +530,28 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     resid = problem.residual(lambda: at_x.output)
     system = WeightSystem.build(products, space, resid, c, options.fisher)
     sk = sketch(products, space, c, options)
-    z, info = solve(system, sk, options)
-    weights, cov_factor = factor(products, space, sk, z, c)
+    nystrom_basis, nystrom_eigenvalues = sk.basis, sk.nystrom.eigenvalues
+    z, info, prec, solved, resid = _solve_with_precision(problem, products, system, resid, sk)
+    weights, cov_factor = factor(
+        products, space, sk, z, c, weights_products=prec.products64
+    )
     exact_variance = sk.rank >= min(products.num_observations, products.p)
     bound = 0.0 if exact_variance else variance_bound(products, sk, c, options.seed)
     lml = log_marginal_likelihood(
-        system, sk, resid, z, noise_variance=problem.noise_variance,
-        prior_variance=problem.prior_variance, seed=options.seed,
+        solved, sk, resid, z, noise_variance=problem.noise_variance,
+        prior_variance=problem.prior_variance, seed=options.seed, matmul=system.matmul,
     )
-    report = diagnostics(products, space, sk, info, bound, c, options)
-    return FitResult(weights, cov_factor, "subtract", lml, report)
+    report = diagnostics(products, space, sk, info, bound, c, options, prec)
+    corrector = None
+    if not exact_variance:
+        corrector = VarianceCorrector(
+            products if prec.products64 is None else prec.products64,
+            noise_variance=problem.noise_variance, prior_variance=problem.prior_variance,
+            factor=cov_factor, basis=nystrom_basis, eigenvalues=nystrom_eigenvalues,
+            bound=bound, rtol=options.variance_rtol, max_iter=options.max_iter,
+        )
+        report["variance_products_dtype"] = str(corrector.product_dtype).replace("torch.", "")
+    return FitResult(weights, cov_factor, "subtract", lml, report, corrector)
 
 
 def fit_function_space(problem: FitProblem) -> FitResult:
