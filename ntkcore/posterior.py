@@ -269,7 +269,8 @@ class Posterior:
             converged = True
             rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
-            for _, block in lin.jacobian_blocks(x):
+            jac_lin = corrector.test_linearization(lin) if correct and corrector else lin
+            for _, block in jac_lin.jacobian_blocks(x):
                 c, o, p = block.shape
                 b = block.reshape(c * o, p)
                 if b.dtype != _F64:

@@ -33,6 +33,7 @@ from ntkcore.memory import available_memory, product_budget
 from ntkcore.solvers.block_cg import block_quadratic_forms
 
 if TYPE_CHECKING:
+    from ntkcore.linearization import Linearization
     from ntkcore.strategies.products import TrainingProducts
 
 __all__ = ["VARIANCE_MODES", "CorrectedVariances", "VarianceCorrector", "describe_accuracy"]
@@ -73,20 +74,37 @@ class VarianceCorrector:
     Parameters
     ----------
     products : TrainingProducts
-        Exact J, Jᵀ at the training inputs (a float64 copy of a float32 network when its
-        products cannot resolve the system, see :func:`ntkcore.adapt`).
+        J, Jᵀ at the training inputs in the network's dtype.
     noise_variance, prior_variance : float
         σ², s².
     factor : Tensor
         F (r × p, float64), the Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ = FᵀF.
+    factor_float64 : bool
+        F was built from float64 products (float64 network, or a refined solve).
     basis, eigenvalues : Tensor
         U (N × r) and Λ̂ (r,) of the Nyström sketch U Λ̂ Uᵀ ⪯ J Jᵀ.
     bound : float
         δ (the fast variances are at most (1 + δ) × the exact ones).
+    condition_estimate : float
+        κ̂ = (λ̂₁ + c)/c.
     rtol : float
         Target relative error of accurate variances.
     max_iter : int
         Block CG steps at most.
+    products64 : TrainingProducts, optional
+        Float64 products at the training inputs, when the fit already built them.
+    cache : str
+        ``cache`` option for building float64 products later.
+
+    Notes
+    -----
+    Precision. The brackets need M ⪯ A to rounding, and products whose rounding is small
+    against c: for a float32 network that holds when u·κ̂ <= ``rtol``/10 (u the unit
+    roundoff). Otherwise the first correction builds a float64 copy of the linearization
+    (:meth:`ntkcore.Linearization.to_dtype`), recomputes UᵀJ with it (r reverse products;
+    in function space also J Jᵀ U, r forward ones, for the preconditioner
+    M = J P Jᵀ + cI, P the projector onto span(JᵀU): the Nyström approximation with test
+    matrix U, ⪯ J Jᵀ) and uses float64 test Jacobians.
     """
 
     def __init__(
@@ -96,28 +114,54 @@ class VarianceCorrector:
         noise_variance: float,
         prior_variance: float,
         factor: Tensor,
+        factor_float64: bool,
         basis: Tensor,
         eigenvalues: Tensor,
         bound: float,
+        condition_estimate: float,
         rtol: float,
         max_iter: int,
+        products64: TrainingProducts | None = None,
+        cache: str = "auto",
     ) -> None:
-        self.products = products
         self.noise_variance = float(noise_variance)
         self.prior_variance = float(prior_variance)
         self.shift = self.noise_variance / self.prior_variance
-        self.factor = factor
-        self.space = "parameter" if products.p <= products.num_observations else "function"
-        self.basis = basis.to(_F64) if self.space == "function" else None
-        self.eigenvalues = eigenvalues.to(_F64) if self.space == "function" else None
         self.bound = float(bound)
+        self.condition_estimate = float(condition_estimate)
         self.rtol = float(rtol)
         self.max_iter = int(max_iter)
+        self.space = "parameter" if products.p <= products.num_observations else "function"
+        self._products = products
+        self._products64 = products64
+        self._factor = factor
+        self._factor_float64 = factor_float64
+        self._basis = basis.to(_F64)
+        self._eigenvalues = eigenvalues.to(_F64)
+        self._cache = cache
+        self._ready = False
+        # set by _prepare
+        self._work: TrainingProducts = products
+        self._weight_factor: Tensor | None = None
+        self._low_rank: Tensor | None = None  # function space: V with M = V G⁻¹ Vᵀ + cI
+        self._core_chol: Tensor | None = None
+
+    @property
+    def needs_float64(self) -> bool:
+        """Corrections run on float64 products (see Notes)."""
+        dtype = self._products.dtype
+        if dtype == _F64:
+            return False
+        return (
+            self._products64 is not None
+            or torch.finfo(dtype).eps * self.condition_estimate > self.rtol / 10
+        )
 
     @property
     def dim(self) -> int:
         """Size of the vectors block CG works on per test output: p or N."""
-        return self.products.p if self.space == "parameter" else self.products.num_observations
+        pr = self._products
+        return pr.p if self.space == "parameter" else pr.num_observations
 
     @property
     def fast_is_accurate(self) -> bool:
@@ -127,25 +171,70 @@ class VarianceCorrector:
 
     @property
     def product_dtype(self) -> torch.dtype:
-        return self.products.dtype
+        return _F64 if self.needs_float64 else self._products.dtype
+
+    def test_linearization(self, lin: Linearization) -> Linearization:
+        """Where the test Jacobians come from: ``lin``, or its float64 copy when the
+        corrections run in float64 (float32 test Jacobians would carry u·‖J*‖ errors into
+        the small-eigenvalue directions that A⁻¹ amplifies)."""
+        return lin.to_dtype(_F64) if self.needs_float64 else lin
 
     # ------------------------------------------------------------------ operators
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        c = self.shift
+        if not self.needs_float64:
+            self._work = self._products
+            if self.space == "parameter":
+                self._weight_factor = self._factor
+        else:
+            if self._products64 is None:
+                twin = self._products.linearization.to_dtype(_F64)
+                at = twin.at(self._products.at_x.x, cache=self._cache, strict=False)
+                self._products64 = type(self._products)(at)
+            pr = self._products64
+            self._work = pr
+            if self.space == "parameter" and self._factor_float64:
+                self._weight_factor = self._factor
+            else:
+                w64 = pr.vjp(self._basis)  # JᵀU, shape (p, r), float64
+                gram = w64.mT @ w64  # UᵀJJᵀU = G
+                if self.space == "parameter":
+                    eye = torch.eye(gram.shape[0], dtype=_F64, device=gram.device)
+                    chol = torch.linalg.cholesky(gram + c * eye)
+                    self._weight_factor = torch.linalg.solve_triangular(
+                        chol, w64.mT, upper=False
+                    )  # F = L⁻¹ UᵀJ, FᵀF = W(WᵀW + cI)⁻¹Wᵀ
+                else:
+                    v = pr.jvp(w64)  # J JᵀU, shape (N, r)
+                    # M = V G⁻¹ Vᵀ + cI: M⁻¹ = (I − V (cG + VᵀV)⁻¹ Vᵀ)/c (Woodbury)
+                    self._low_rank = v
+                    core = c * gram + v.mT @ v
+                    self._core_chol = torch.linalg.cholesky(0.5 * (core + core.mT))
+        self._ready = True
+
     def _matmul(self, v: Tensor) -> Tensor:
-        pr, dt = self.products, self.products.dtype
+        pr = self._work
+        dt = pr.dtype
         prod = pr.gram(v.to(dt)) if self.space == "parameter" else pr.kernel(v.to(dt))
         return prod.to(_F64) + self.shift * v
 
     def _preconditioner(self, v: Tensor) -> Tensor:
         c = self.shift
         if self.space == "parameter":  # M⁻¹ = (I − FᵀF)/c, M = JᵀPJ + cI
-            f = self.factor
+            f = self._weight_factor
+            assert f is not None
             return (v - f.mT @ (f @ v)) / c
-        u, lam = self.basis, self.eigenvalues  # M⁻¹ = U((Λ̂ + c)⁻¹ − 1/c)Uᵀ + I/c
-        assert u is not None and lam is not None
+        if self._low_rank is not None:
+            low, chol = self._low_rank, self._core_chol
+            assert chol is not None
+            return (v - low @ torch.cholesky_solve(low.mT @ v, chol)) / c
+        u, lam = self._basis, self._eigenvalues  # M⁻¹ = U((Λ̂ + c)⁻¹ − 1/c)Uᵀ + I/c
         return u @ ((1.0 / (lam + c) - 1.0 / c).unsqueeze(-1) * (u.mT @ v)) + v / c
 
     def _columns_per_block(self) -> int:
-        device = self.products.device
+        device = self._products.device
         budget = product_budget(device)
         if device.type != "cpu":
             budget = max(budget, available_memory(device) // 8)
@@ -163,6 +252,7 @@ class VarianceCorrector:
             Their fast (Galerkin) variances, shape (k,): an upper bound used to tighten
             the bracket.
         """
+        self._prepare()
         variances, bounds = [], []
         iterations = products = 0
         converged = True
@@ -187,7 +277,7 @@ class VarianceCorrector:
             def bracket(lower: Tensor, gap: Tensor) -> tuple[Tensor, Tensor]:
                 return sigma2 * lower, torch.minimum(sigma2 * (lower + gap), fast)
         else:
-            pr = self.products
+            pr = self._work
             rhs = pr.jvp(rows.mT.to(pr.dtype)).to(_F64)  # b* = J j*, shape: (N, k)
             prior = rows.square().sum(-1)  # ‖j*‖²
 

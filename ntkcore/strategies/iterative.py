@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _F64 = torch.float64
+REFINE_MARGIN = 0.1  # mixed-precision refinement aims at tol × this
 _INITIAL_RANK = 32  # first block of the adaptive Nyström sketch
 # Transient bytes of one group of float32 reverse products or one column block of the
 # triangular solve while the (1 + r) × p float64 covariance block is filled.
@@ -224,6 +225,7 @@ def solve(
     *,
     exact: WeightSystem | None = None,
     working_tol: float | None = None,
+    refine_to: float | None = None,
 ) -> tuple[Tensor, SolveInfo]:
     """Preconditioned CG on the system.
 
@@ -247,7 +249,7 @@ def solve(
     return conjugate_gradients(
         system.matmul, exact.rhs, preconditioner=sk.preconditioner.solve, tol=options.tol,
         max_iter=options.max_iter, what=what, residual_matmul=exact.matmul,
-        working_dtype=system.rhs.dtype, working_tol=working_tol,
+        working_dtype=system.rhs.dtype, working_tol=working_tol, refine_to=refine_to,
     )
 
 
@@ -259,7 +261,7 @@ def factor(
     z: Tensor,
     c: float,
     *,
-    weights_products: TrainingProducts | None = None,
+    float64_products: TrainingProducts | None = None,
 ) -> tuple[Tensor, Tensor]:
     """w̄ and the Galerkin covariance factor F = L⁻¹ UᵀJ (LLᵀ = UᵀJJᵀU + cI).
 
@@ -267,29 +269,31 @@ def factor(
     an upper bound that is exact when U spans range(J). [w̄; UᵀJ] is one float64 block,
     (1 + r) × p: predict multiplies it with the test Jacobians in one GEMM, and F
     overwrites UᵀJ column block by column block (no second r × p copy: what lets p reach
-    10⁸ on one GPU). Returns (w̄, F), views of that block. ``weights_products``: float64
-    products for w̄ = Jᵀz after a mixed-precision solve (z is float64).
+    10⁸ on one GPU). Returns (w̄, F), views of that block. ``float64_products``: after a
+    mixed-precision solve (z float64), w̄ = Jᵀz and UᵀJ come from float64 products, so
+    that neither loses what the refinement gained (the float32 UᵀJ is off by ~u·‖J‖²,
+    which is ~c at the condition numbers that call for refinement).
     """
     p = products.p
     basis = sk.basis
     rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=products.device)
-    if space == "function" and weights_products is not None:
-        rows[0].copy_(weights_products.vjp(z.to(weights_products.dtype)).reshape(-1))
-        cols = basis.to(products.dtype)  # shape: (N, r)
-        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
-        for s in range(0, cols.shape[1], group):
-            rows[1 + s : 1 + s + group].copy_(products.vjp(cols[:, s : s + group]).mT)
-    elif space == "function":
-        # w̄ = Jᵀz and UᵀJ by batched reverse passes, a group of columns at a time
-        cols = torch.cat([z, basis.to(products.dtype)], dim=1)  # shape: (N, 1 + r)
-        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
-        for s in range(0, cols.shape[1], group):
-            rows[s : s + group].copy_(products.vjp(cols[:, s : s + group]).mT)
-    else:
+    if space == "parameter" and float64_products is None:
         assert sk.weight_basis is not None
         rows[0].copy_(z.reshape(-1))
         rows[1:].copy_(sk.weight_basis.mT)  # shape: (r, p) = UᵀJ
-        sk.weight_basis = None  # the factor now holds it
+    else:
+        pr = products if float64_products is None else float64_products
+        if space == "function":  # w̄ = Jᵀz together with UᵀJ
+            cols = torch.cat([z.to(pr.dtype), basis.to(pr.dtype)], dim=1)  # (N, 1 + r)
+            first = 0
+        else:
+            rows[0].copy_(z.reshape(-1))
+            cols, first = basis.to(pr.dtype), 1  # shape: (N, r)
+        # batched reverse passes, a group of columns at a time
+        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
+        for s in range(0, cols.shape[1], group):
+            rows[first + s : first + s + group].copy_(pr.vjp(cols[:, s : s + group]).mT)
+    sk.weight_basis = None  # the factor now holds UᵀJ
     weights, w_rows = rows[0], rows[1:]
     core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=rows.device)
     chol = torch.linalg.cholesky(core)
@@ -515,7 +519,13 @@ def _solve_with_precision(
     resid64 = problem.residual(lambda: p64.at_x.output).to(_F64)
     exact = WeightSystem.build(p64, system.space, resid64, c, "exact")
     working_tol = min(0.1, max(options.tol, prec.floor_estimate))
-    z, info = solve(system, sk, options, exact=exact, working_tol=working_tol)
+    # A decade below tol: the posterior mean's relative error was measured at up to ~5×
+    # the relative residual (tests/test_mixed_precision.py, κ ≈ 1e7), and a round costs
+    # ~10 working-precision iterations and one float64 product.
+    z, info = solve(
+        system, sk, options, exact=exact, working_tol=working_tol,
+        refine_to=options.tol * REFINE_MARGIN,
+    )
     if stalled_iterations:
         info = dataclasses.replace(info, iterations=info.iterations + stalled_iterations)
     return z, info, prec, exact, resid64
@@ -532,9 +542,7 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     sk = sketch(products, space, c, options)
     nystrom_basis, nystrom_eigenvalues = sk.basis, sk.nystrom.eigenvalues
     z, info, prec, solved, resid = _solve_with_precision(problem, products, system, resid, sk)
-    weights, cov_factor = factor(
-        products, space, sk, z, c, weights_products=prec.products64
-    )
+    weights, cov_factor = factor(products, space, sk, z, c, float64_products=prec.products64)
     exact_variance = sk.rank >= min(products.num_observations, products.p)
     bound = 0.0 if exact_variance else variance_bound(products, sk, c, options.seed)
     lml = log_marginal_likelihood(
@@ -545,10 +553,12 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     corrector = None
     if not exact_variance:
         corrector = VarianceCorrector(
-            products if prec.products64 is None else prec.products64,
-            noise_variance=problem.noise_variance, prior_variance=problem.prior_variance,
-            factor=cov_factor, basis=nystrom_basis, eigenvalues=nystrom_eigenvalues,
-            bound=bound, rtol=options.variance_rtol, max_iter=options.max_iter,
+            products, noise_variance=problem.noise_variance,
+            prior_variance=problem.prior_variance, factor=cov_factor,
+            factor_float64=products.dtype == _F64 or prec.products64 is not None,
+            basis=nystrom_basis, eigenvalues=nystrom_eigenvalues, bound=bound,
+            condition_estimate=prec.condition_estimate, rtol=options.variance_rtol,
+            max_iter=options.max_iter, products64=prec.products64, cache=options.cache,
         )
         report["variance_products_dtype"] = str(corrector.product_dtype).replace("torch.", "")
     return FitResult(weights, cov_factor, "subtract", lml, report, corrector)
