@@ -18,10 +18,11 @@ from ntkcore.data import images, spatial, synthetic  # noqa: F401  (register the
 from ntkcore.data._files import DatasetIntegrityError, clear_cache, datasets_dir
 from ntkcore.data.images import inscribed_crop, rotate_and_crop
 from ntkcore.data.registry import available, info, load
-from ntkcore.data.task import Task, TaskMeta
+from ntkcore.data.task import MissingSourceError, Task, TaskMeta
 
 __all__ = [
     "DatasetIntegrityError",
+    "MissingSourceError",
     "Task",
     "TaskMeta",
     "available",
