@@ -570,7 +570,7 @@ def _check_rows(name: str, rows: int, domain: str, need: int = 2) -> None:
 
 
 def _standardisation(
-    values: np.ndarray, columns: Sequence[str], fitted_on: str, table: _Table
+    values: np.ndarray, columns: Sequence[str], fitted_on: str, table: _Table, role: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation per column; ``ValueError`` for constant columns."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -583,10 +583,10 @@ def _standardisation(
                 f"(|value| up to {np.abs(values[:, k]).max():.3g})"
             )
         if std[k] == 0 or std[k] <= 1e-12 * abs(mean[k]):
+            advice = "leave it out of x_columns" if role == "input" else "pick another y_column"
             raise ValueError(
-                f"{table.name}: column {column!r} is constant in the {fitted_on} data "
-                f"(value {values[0, k]:.6g}); it carries no information: leave it out of "
-                f"x_columns"
+                f"{table.name}: {role} column {column!r} is constant in the {fitted_on} data "
+                f"(value {values[0, k]:.6g}); it carries no information: {advice}"
             )
     return mean, std
 
@@ -782,7 +782,7 @@ def from_csv(
         if src is not None
         else (tgt[0], tgt[1][pool_idx], tgt[2][pool_idx], "target pool")
     )
-    x_mean, x_std = _standardisation(fit_x, x_names, fitted_on, fit_table)
+    x_mean, x_std = _standardisation(fit_x, x_names, fitted_on, fit_table, "input")
     transform: dict[str, Any] = {
         "x_columns": tuple(x_names),
         "x_mean": x_mean.tolist(),
@@ -791,7 +791,7 @@ def from_csv(
     }
     extra: dict[str, Any] = {"files": files, "sha256": digests, "source_absent": src is None}
     if kind == "regression":
-        y_mean, y_std = _standardisation(fit_y[:, None], [y_name], fitted_on, fit_table)
+        y_mean, y_std = _standardisation(fit_y[:, None], [y_name], fitted_on, fit_table, "target")
         transform.update(y_column=y_name, y_mean=float(y_mean[0]), y_std=float(y_std[0]))
         num_classes, output_dim = None, 1
 
