@@ -345,6 +345,17 @@ def test_static_batch_and_training_mode_programs_are_refused():
     assert isinstance(zoo.load_model(export_bytes(Normed().eval(), (3,))), ExportedModel)
 
 
+def test_pt2_with_non_finite_weights_is_refused():
+    model = mlp()
+    with torch.no_grad():
+        model.head.bias[0] = float("nan")
+    with pytest.raises(ValueError, match=r"tensor 'head.bias' contains NaN or infinite values"):
+        zoo.load_model(export_bytes(model, (3,)))
+    frozen = mlp().requires_grad_(False)
+    loaded = zoo.load_model(export_bytes(frozen, (3,)))
+    assert Linearization(loaded).num_params == sum(p.numel() for p in frozen.parameters())
+
+
 def test_pt2_refuses_arch_arguments(pt2_mlp):
     with pytest.raises(ValueError, match="carries its own graph"):
         zoo.load_model(pt2_mlp, "mlp")

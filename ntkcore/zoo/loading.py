@@ -490,6 +490,9 @@ class ExportedModel(nn.Module):
     def __init__(self, program: nn.Module, input_shape: tuple[int, ...], output_dim: int):
         super().__init__()
         self.program = program
+        for parameter in program.parameters():  # linearized in every parameter by default
+            if parameter.is_floating_point():
+                parameter.requires_grad_(True)
         self.input_shape = tuple(input_shape)
         self.output_dim = int(output_dim)
 
@@ -1108,6 +1111,11 @@ def _load_pt2(upload: Upload) -> nn.Module:
         clean, input_shape = _sanitize_archive(upload)
     except _Invalid as err:
         raise ValueError(f"{name}: refused torch.export program: {err}. {_REFUSAL_TAIL}") from None
+    except Exception as err:  # noqa: BLE001 - anything unforeseen in a hostile file is a refusal
+        raise ValueError(
+            f"{name}: refused torch.export program: it could not be validated "
+            f"({type(err).__name__}: {str(err)[:200]}). {_REFUSAL_TAIL}"
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -1124,6 +1132,9 @@ def _load_pt2(upload: Upload) -> nn.Module:
         output = [n for n in program.graph.nodes if n.op == "output"][0].args[0][0].meta["val"]
         output_dim = math.prod(int(d) for d in output.shape[1:]) if output.dim() > 1 else 1
         module = program.module()
+        for key, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise _Invalid(f"tensor {key!r} contains NaN or infinite values")
     except _Invalid as err:
         raise ValueError(f"{name}: refused torch.export program: {err}") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad programs
