@@ -26,7 +26,7 @@ from ntkcore.zoo.architectures import (
 )
 from ntkcore.zoo.cache import CacheCorruptionWarning, cache_root
 from ntkcore.zoo.loading import ExportedModel, check_input_shape, load_model, save_model
-from ntkcore.zoo.presets import PRESETS, Preset, preset
+from ntkcore.zoo.presets import PRESETS, Preset, preset, presets_for
 from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch, pretrained
 from ntkcore.zoo.registry import ArchInfo, available, create, info, spec
 from ntkcore.zoo.training import LOSSES, TrainRecord, evaluate_loss, seeded, train
@@ -56,6 +56,7 @@ __all__ = [
     "info",
     "load_model",
     "preset",
+    "presets_for",
     "save_model",
     "seeded",
     "pretrained",
