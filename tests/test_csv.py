@@ -303,6 +303,9 @@ def test_named_file_appears_in_messages(tmp_path):
         data.from_csv(path)
     with pytest.raises(ValueError, match=r"^'upload.csv', line 3, column 'b'"):
         data.from_csv(FakeUpload(path.read_bytes()))
+    # the same content under another name (parsed tables are cached by name and content)
+    with pytest.raises(ValueError, match=r"^'other.csv', line 3, column 'b'"):
+        data.from_csv(FakeUpload(path.read_bytes(), name="other.csv"))
     with pytest.raises(ValueError, match="CSV file not found"):
         data.from_csv(tmp_path / "absent.csv")
     with pytest.raises(ValueError, match="is a directory"):

@@ -32,7 +32,9 @@ import csv
 import hashlib
 import io
 import re
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,7 +261,9 @@ def _delimiter_name(delimiter: str) -> str:
     )
 
 
-def _parse(upload: Upload, *, delimiter: str, max_rows: int, max_bytes: int) -> _Table:
+def _parse(
+    upload: Upload, *, delimiter: str, max_rows: int, max_bytes: int, digest: str
+) -> _Table:
     """Decode, check the structure and parse the values of one CSV upload."""
     name = upload.name
     text = _decode(upload, max_bytes)
@@ -371,7 +375,7 @@ def _parse(upload: Upload, *, delimiter: str, max_rows: int, max_bytes: int) -> 
         line_numbers=np.asarray(starts, dtype=np.int64) + 1,
         lines=lines,
         delimiter=delimiter,
-        sha256=hashlib.sha256(upload.data).hexdigest(),
+        sha256=digest,
     )
 
 
@@ -391,7 +395,29 @@ def _read_table(
 ) -> _Table:
     what = f"{role} CSV file" if role else "CSV file"
     upload = read_upload(source, max_bytes=max_bytes, what=what, allow_text=True)
-    return _parse(upload, delimiter=delimiter, max_rows=max_rows, max_bytes=max_bytes)
+    digest = hashlib.sha256(upload.data).hexdigest()
+    key = (upload.name, digest, delimiter, max_rows, max_bytes)
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+        if table is not None:
+            _TABLES.move_to_end(key)
+            return table
+    table = _parse(
+        upload, delimiter=delimiter, max_rows=max_rows, max_bytes=max_bytes, digest=digest
+    )
+    with _TABLES_LOCK:
+        _TABLES[key] = table
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    return table
+
+
+# The last parsed files, keyed by name and content digest: an interface calls
+# read_csv_columns and then from_csv on the same upload, and parsing dominates both (200,000
+# rows x 10 columns, 51 MB: ~1.5 s to parse, ~0.1 s to hash).  Tables are never modified.
+_TABLES: OrderedDict[tuple, _Table] = OrderedDict()
+_TABLES_LOCK = threading.Lock()
+_TABLES_KEPT = 2
 
 
 # ----------------------------------------------------------------------------- preview
