@@ -1,8 +1,12 @@
 """A reference-style finite-NTK GP pipeline, written as the 2021 code did it (baseline only).
 
-This module reproduces, for timing comparisons in ``benchmarks/scaling.py``, how the code
+This module reproduces, for timing comparisons (``ntkcore.experiments.timing``: the
+``reference-style`` method of the Figure 2 experiments and :func:`~ntkcore.experiments.timing.
+reference_comparison`, run by ``benchmarks/scaling.py --sweeps reference``), how the code
 accompanying Maddox et al. (2021) (``finite_ntk.lazy.NeuralTangent`` on GPyTorch) computed a
-finite-NTK GP posterior. It is deliberately *not* the ntkcore engine and shares no code with it:
+finite-NTK GP posterior. It is deliberately *not* the ntkcore engine and shares no code with it
+(it imports nothing from ``ntkcore``; ``tests/test_timing.py`` checks it against the dense
+float64 GP posterior written out in the test):
 
 * **per-column loops** — the kernel's ``matmul`` loops in Python over the right-hand-side
   columns, re-running the network's forward pass on the training inputs for every column
