@@ -614,13 +614,17 @@ def estimate_seconds(row: TimingRow, done: Sequence[TimingRow]) -> float | None:
     return t0 + k * row.n * row.p
 
 
-def warm_up(device: torch.device, dtype: torch.dtype) -> None:
-    """One small fit + predict per strategy (kernel and library initialization; not timed)."""
+def warm_up(
+    device: torch.device, dtype: torch.dtype, methods: Sequence[str] = METHODS
+) -> None:
+    """One small fit + predict per strategy in ``methods`` (kernel and library initialization,
+    which would otherwise land in the first timed row; not timed). ``reference-style`` needs
+    none (plain autograd) and is ignored."""
     name = str(dtype).removeprefix("torch.")
     row = TimingRow("warm-up", "function", 256, Figure2Problem(8).num_params, 8, 32, 1e-3, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for method in METHODS:
+        for method in (m for m in METHODS if m in methods):
             measure_adapt(
                 replace(row, method=method), device=device, noise_variance=1e-2,
                 test_points=64, seed=0, memory_fraction=0.1, max_iter=1000,
@@ -638,6 +642,7 @@ def run_timing_rows(
     memory_fraction: float = 0.25,
     budget: float | None = None,
     done: Sequence[TimingRow] = (),
+    warm: bool = True,
     log: Callable[[str], None] | None = None,
     progress: Progress | None = None,
     on_row: RowCallback | None = None,
@@ -652,7 +657,8 @@ def run_timing_rows(
     * Rows that cannot fit in memory are skipped (parameter space: ~6 p × rank float64), a
       fixed rank whose float64 covariance block would not fit in half the free memory becomes
       ``"auto"`` (``adapt`` caps it there), and out-of-memory errors become a status.
-    * The first row of each dtype not in ``done`` is preceded by :func:`warm_up`.
+    * With ``warm``, the first row of each dtype not in ``done`` is preceded by
+      :func:`warm_up` of the rows' methods.
 
     ``progress(fraction, message)`` is called before each row (fractions weighted by the
     rows' n·p), ``on_row(record)`` after each with the row's tidy record; exceptions from
@@ -662,7 +668,10 @@ def run_timing_rows(
     say = log if log is not None else (lambda _msg: None)
     name = device_name(device)
     warm_dtypes = {r.dtype for r in done}
-    need_warm = [dt for dt in dict.fromkeys(r.dtype for r in rows) if dt not in warm_dtypes]
+    need_warm = [
+        dt for dt in dict.fromkeys(r.dtype for r in rows) if warm and dt not in warm_dtypes
+    ]
+    warm_methods = {r.method for r in rows}
     cost = [float(r.n * r.p) for r in rows]
     floor = 0.02 * max(cost, default=1.0)
     weights = [floor] * len(need_warm) + [c + floor for c in cost]
@@ -670,7 +679,7 @@ def run_timing_rows(
     for dt in need_warm:
         assert steps is not None
         steps.start(f"warming up ({dt}, {name})")
-        warm_up(device, getattr(torch, dt))
+        warm_up(device, getattr(torch, dt), tuple(warm_methods))
     history: list[TimingRow] = list(done)
     new: list[TimingRow] = []
     start = time.perf_counter()

@@ -190,6 +190,7 @@ def _timing_sweep(
     dtype: str,
     max_iter: int,
     budget_s: float | None,
+    warm_up: bool,
     on_row: RowCallback | None,
 ) -> pd.DataFrame:
     settings = _SWEEP_PRESETS[preset]
@@ -221,7 +222,8 @@ def _timing_sweep(
     rows.sort(key=lambda r: (r.n * r.p, methods.index(r.method), r.repeat))
     measured = run_timing_rows(
         rows, device=dev, noise_variance=noise_variance, test_points=test_points, seed=seed,
-        max_iter=max_iter, budget=budget_s, progress=progress, on_row=on_row,
+        max_iter=max_iter, budget=budget_s, warm=bool(warm_up), progress=progress,
+        on_row=on_row,
     )
     name = device_name(dev)
     table = pd.DataFrame([r.record(name, seed) for r in measured], columns=_TIMING_COLUMNS)
@@ -247,6 +249,7 @@ def timing_vs_n(
     dtype: str = "float32",
     max_iter: int = 5000,
     budget_s: float | None = None,
+    warm_up: bool = True,
     on_row: RowCallback | None = None,
 ) -> pd.DataFrame:
     """GP inference time vs the number of points n (Figure 2, left).
@@ -287,6 +290,9 @@ def timing_vs_n(
     budget_s : float, optional
         Skip points whose estimated time would overrun this many seconds (cheapest first;
         skipped rows stay in the table with their ``status``).
+    warm_up : bool
+        First run one small untimed fit per method (library and kernel initialization, which
+        would otherwise inflate the first point).
     on_row : callable, optional
         ``on_row(record)`` with each finished row's record (the DataFrame's columns) as soon
         as it is measured, to draw points as they arrive; its exceptions propagate.
@@ -306,7 +312,7 @@ def timing_vs_n(
         points=tuple((n, hidden) for n in sorted(sizes)), methods=methods, repeats=repeats,
         rank=rank, love_rank=love_rank, tol=tol, noise_variance=noise_variance,
         test_points=test_points, dtype=dtype, max_iter=max_iter, budget_s=budget_s,
-        on_row=on_row,
+        warm_up=warm_up, on_row=on_row,
     )
 
 
@@ -328,6 +334,7 @@ def timing_vs_p(
     dtype: str = "float32",
     max_iter: int = 5000,
     budget_s: float | None = None,
+    warm_up: bool = True,
     on_row: RowCallback | None = None,
 ) -> pd.DataFrame:
     """GP inference time vs the number of parameters p at fixed n (Figure 2, centre).
@@ -345,7 +352,7 @@ def timing_vs_p(
         points=tuple((n, h) for h in sorted(widths)), methods=methods, repeats=repeats,
         rank=rank, love_rank=love_rank, tol=tol, noise_variance=noise_variance,
         test_points=test_points, dtype=dtype, max_iter=max_iter, budget_s=budget_s,
-        on_row=on_row,
+        warm_up=warm_up, on_row=on_row,
     )
 
 
