@@ -12,7 +12,8 @@ What is checked, and against what:
 * the Figure 2 problem: p(h = 200) = 803,601 counted from the model's own parameters;
 * the reference-style pipeline against the dense float64 GP posterior written out here from
   ``torch.func.jacrev`` Jacobians (Eq. 3 and its variance), tolerance 1e-8 (mean) and
-  1e-6 (variance) relative, and honest non-convergence;
+  1e-6 (variance) relative, and honest non-convergence; its one-vector-at-a-time products
+  against the dense Jacobian (1e-12);
 * each experiment on its small preset with tiny options: the tidy columns, finite values,
   converged solves, the device named, progress monotone to 1.0, ``on_row`` once per row,
   exceptions from ``progress`` and ``on_row`` propagating, bad options rejected;
@@ -59,7 +60,7 @@ from ntkcore.experiments.figure2 import (
 )
 from ntkcore.experiments.fisher_cost import relative_error
 from ntkcore.experiments.machine import describe_machine, device_label, git_commit, write_json
-from ntkcore.experiments.reference import ReferencePipeline
+from ntkcore.experiments.reference import ReferencePipeline, ReferenceProducts
 from ntkcore.experiments.timing import fisher_products, timing_vs_n, timing_vs_p
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,6 +301,22 @@ def test_reference_pipeline_matches_dense_gp(mean: str) -> None:
     ref_mean, ref_var = _dense_gp(model, x, y, x_star, noise=noise, prior=prior, mean=mean)
     assert torch.allclose(res.mean, ref_mean, rtol=1e-8, atol=1e-10)
     assert torch.allclose(res.variance, ref_var, rtol=1e-6, atol=1e-10)
+
+
+def test_reference_products_match_dense_jacobian() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    jac = jacrev(lambda p: functional_call(model, p, (x,)))(params)
+    j = torch.cat([jac[k].reshape(5, 3, -1) for k in params], dim=-1)  # shape: (n, o, p)
+    ref = ReferenceProducts(model)
+    v = torch.randn(2, j.shape[-1], dtype=torch.float64)
+    u = torch.randn(2, 5, 3, dtype=torch.float64)
+    assert torch.allclose(ref.jvp(x, v), torch.einsum("nop,kp->kno", j, v), rtol=1e-12)
+    assert torch.allclose(ref.vjp(x, u), torch.einsum("nop,kno->kp", j, u), rtol=1e-12)
+    ntk_u = torch.einsum("nop,mqp,kmq->kno", j, j, u)
+    assert torch.allclose(ref.ntk_vp(x, u), ntk_u, rtol=1e-12)
 
 
 def test_reference_pipeline_reports_non_convergence() -> None:

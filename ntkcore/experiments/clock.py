@@ -11,7 +11,8 @@ that the app's Timing page and the recorded benchmarks measure the same way:
   threads; it does not advance while the process sleeps or waits for a descheduled core, so
   on a machine shared with other jobs it is the less disturbed of the two — with one thread it
   equals wall time on an idle machine, with t busy threads it is up to t× wall time).
-* :func:`time_call` times repeated calls after a warm-up (best and median).
+* :func:`time_call` times repeated calls after a warm-up (best, median, mean); :func:`timed`
+  one call, returning its result too.
 * :class:`PeakMemory` measures the peak memory of a block: on CUDA the allocator's
   ``max_memory_allocated`` since the block started; on the CPU the resident-set high-water
   mark of the process (``VmHWM``), reset at the start of the block through
@@ -50,6 +51,7 @@ __all__ = [
     "stopwatch",
     "synchronize",
     "time_call",
+    "timed",
 ]
 
 #: ``wall``: elapsed real time; ``cpu``: CPU time of this process (all threads).
@@ -122,6 +124,13 @@ def stopwatch(device: torch.device | str) -> Iterator[Elapsed]:
         elapsed.cpu = time.process_time() - cpu0
 
 
+def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[Any, Elapsed]:
+    """Call ``fn`` once under :func:`stopwatch`; returns its result and the :class:`Elapsed`."""
+    with stopwatch(device) as elapsed:
+        out = fn()
+    return out, elapsed
+
+
 @dataclass(frozen=True)
 class Timing:
     """Seconds of repeated calls (``times``) after a warm-up call (``warmup``)."""
@@ -137,6 +146,10 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times)
 
     @property
     def repeats(self) -> int:

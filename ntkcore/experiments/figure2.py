@@ -520,7 +520,7 @@ def posterior_errors(mean: Tensor, var: Tensor, ref: tuple[Tensor, Tensor]) -> d
     """Errors against a reference posterior: ``mean_rel_err`` = max |Δmean| / max |mean|,
     ``var_rel_err`` = max pointwise relative variance error, ``var_rel_err_inf`` =
     max |Δvar| / max var."""
-    m_ref, v_ref = ref
+    m_ref, v_ref = (t.reshape(-1).cpu().double() for t in ref)
     mean, var = mean.reshape(-1).cpu().double(), var.reshape(-1).cpu().double()
     return {
         "mean_rel_err": float((mean - m_ref).abs().max() / m_ref.abs().max()),
@@ -657,8 +657,8 @@ def run_timing_rows(
     * Rows that cannot fit in memory are skipped (parameter space: ~6 p × rank float64), a
       fixed rank whose float64 covariance block would not fit in half the free memory becomes
       ``"auto"`` (``adapt`` caps it there), and out-of-memory errors become a status.
-    * With ``warm``, the first row of each dtype not in ``done`` is preceded by
-      :func:`warm_up` of the rows' methods.
+    * With ``warm``, :func:`warm_up` first runs every (dtype, method) of ``rows`` that no row
+      of ``done`` has run.
 
     ``progress(fraction, message)`` is called before each row (fractions weighted by the
     rows' n·p), ``on_row(record)`` after each with the row's tidy record; exceptions from
@@ -667,11 +667,12 @@ def run_timing_rows(
     rows = list(rows)
     say = log if log is not None else (lambda _msg: None)
     name = device_name(device)
-    warm_dtypes = {r.dtype for r in done}
-    need_warm = [
-        dt for dt in dict.fromkeys(r.dtype for r in rows) if warm and dt not in warm_dtypes
-    ]
-    warm_methods = {r.method for r in rows}
+    warmed = {(r.dtype, r.method) for r in done}
+    need_warm: dict[str, list[str]] = {}  # dtype -> methods not measured before
+    for r in rows:
+        if warm and (r.dtype, r.method) not in warmed:
+            warmed.add((r.dtype, r.method))
+            need_warm.setdefault(r.dtype, []).append(r.method)
     cost = [float(r.n * r.p) for r in rows]
     floor = 0.02 * max(cost, default=1.0)
     weights = [floor] * len(need_warm) + [c + floor for c in cost]
@@ -679,7 +680,7 @@ def run_timing_rows(
     for dt in need_warm:
         assert steps is not None
         steps.start(f"warming up ({dt}, {name})")
-        warm_up(device, getattr(torch, dt), tuple(warm_methods))
+        warm_up(device, getattr(torch, dt), tuple(need_warm[dt]))
     history: list[TimingRow] = list(done)
     new: list[TimingRow] = []
     start = time.perf_counter()
