@@ -69,7 +69,9 @@ else
         --models mlp --ks 1,8 --markdown
     step fisher "${FISHER_TIMEOUT:-200}" "$PY" benchmarks/fisher.py --quick --models mlp \
         --reference exact32 --out "$OUT/fisher-cpu"
-    step experiments "${EXPERIMENTS_TIMEOUT:-240}" bash -c "
+    # one thread: with two OpenMP threads on a busy 2-core machine these small problems
+    # wait on descheduled threads (a small preset took > 240 s instead of ~20 s)
+    step experiments "${EXPERIMENTS_TIMEOUT:-240}" env OMP_NUM_THREADS=1 bash -c "
         set -e
         $PY -m ntkcore.experiments timing-n --preset small --quiet --out '$OUT/timing-n.csv'
         $PY -m ntkcore.experiments timing-p --preset small --quiet --out '$OUT/timing-p.csv'
