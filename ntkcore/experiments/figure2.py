@@ -173,6 +173,8 @@ class Figure2Problem:
         itemsize = torch.empty((), dtype=dtype).element_size()
         per_point = rank * max(self.widths) * itemsize * 4
         budget = fraction * available_memory(device)
+        if device.type != "cuda":
+            budget = min(2 * 2**30, budget)
         chunk = int(budget // per_point)
         return None if chunk >= n else max(64, chunk)
 
