@@ -152,6 +152,20 @@ class Figure2Problem:
         x_test = torch.randn(m, self.in_features, generator=gen)
         return tuple(t.to(device=device, dtype=dtype) for t in (x, y, x_test))  # type: ignore[return-value]
 
+    def instance(
+        self,
+        n: int,
+        m: int,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> tuple[nn.Module, Tensor, Tensor, Tensor]:
+        """(model, x, y, x_test): the network from ``seed``, ``n`` points and ``m`` test
+        inputs from ``seed + 1`` — what every measurement of one row uses."""
+        model = self.model(device=device, dtype=dtype, seed=seed)
+        return (model, *self.data(n, m, device=device, dtype=dtype, seed=seed + 1))
+
     @staticmethod
     def prior_variance(lin: Linearization, x: Tensor, points: int = 256) -> float:
         """s² = 1 / mean diag J Jᵀ over the first ``points`` inputs (unit prior variance of f)."""
@@ -360,8 +374,9 @@ def measure_adapt(
         raise ValueError(f"method must be one of {METHODS}, got {row.method!r}")
     dtype = getattr(torch, row.dtype)
     problem = Figure2Problem(row.hidden)
-    model = problem.model(device=device, dtype=dtype, seed=seed)
-    x, y, x_test = problem.data(row.n, test_points, device=device, dtype=dtype, seed=seed + 1)
+    model, x, y, x_test = problem.instance(
+        row.n, test_points, device=device, dtype=dtype, seed=seed
+    )
     chunk = problem.product_chunk(
         row.n, _rank_bound(row.rank), device=device, dtype=dtype, fraction=memory_fraction
     )
@@ -447,10 +462,9 @@ def measure_reference(
     """
     if not isinstance(row.rank, int):
         raise ValueError(f"the reference's LOVE rank must be an int, got {row.rank!r}")
-    dtype = getattr(torch, row.dtype)
-    problem = Figure2Problem(row.hidden)
-    model = problem.model(device=device, dtype=dtype, seed=seed)
-    x, y, x_test = problem.data(row.n, test_points, device=device, dtype=dtype, seed=seed + 1)
+    model, x, y, x_test = Figure2Problem(row.hidden).instance(
+        row.n, test_points, device=device, dtype=getattr(torch, row.dtype), seed=seed
+    )
     s2 = prior_variance
     if s2 is None:
         s2 = Figure2Problem.prior_variance(Linearization(model), x)
@@ -505,10 +519,9 @@ def dense_posterior(
 ) -> tuple[Tensor, Tensor]:
     """Exact posterior mean and variance of the problem in float64 on the CPU
     (``adapt(strategy="dense")``; accuracy checks only, not timed)."""
-    cpu = torch.device("cpu")
-    problem = Figure2Problem(hidden)
-    model = problem.model(device=cpu, dtype=torch.float64, seed=seed)
-    x, y, x_test = problem.data(n, test_points, device=cpu, dtype=torch.float64, seed=seed + 1)
+    model, x, y, x_test = Figure2Problem(hidden).instance(
+        n, test_points, device="cpu", dtype=torch.float64, seed=seed
+    )
     post = adapt(
         model, x, y, noise_variance=noise_variance, prior_variance=prior_variance,
         mean="zero", strategy="dense",
