@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.jacobian_at import CACHES
-from ntkcore.linearization import Linearization, as_linearization
+from ntkcore.linearization import Linearization, as_linearization, as_real_tensor
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.strategies import FITS, FitOptions, FitProblem, dense_spectrum
 from ntkcore.strategies.precision import REFINEMENTS
@@ -372,8 +372,7 @@ def _validate_scalar(name: str, value: Any) -> float:
 
 
 def _validate_targets(lin: Linearization, x: Tensor, y: Tensor) -> Tensor:
-    if not isinstance(y, Tensor):
-        y = torch.as_tensor(y)
+    y = as_real_tensor(y, "y")
     n = x.shape[0]
     o = lin.output_dim(x)
     if y.dim() == 1:
