@@ -520,7 +520,13 @@ def adapt(
         ``diagnostics`` reports ``refinements``, ``residual_dtype``, ``float64_residual``
         (None without refinement), ``working_dtype``, ``refinement_reason`` and
         ``condition_estimate`` κ̂. Accurate variances use the float64 products too when
-        the solve did.
+        the solve did. Refinement aims a decade below ``tol`` (the posterior mean's error
+        was measured at up to ~5× the relative residual). One limit: a weight-space solve
+        of an under-determined problem (n·o < p) keeps float32 rounding components in the
+        null space of J, which the residual weighs by c only, so the mean can stay ~1e-4
+        off however small the residual (n = 300, p = 17,793, σ² = 1e-3: residual 4e-6,
+        mean 1.1e-4; ``benchmarks/RESULTS.md``); ``function`` (what ``auto`` picks when
+        n·o <= p) has no such null space.
 
     Returns
     -------
@@ -550,8 +556,9 @@ def adapt(
         raise ValueError(f"refinement must be one of {REFINEMENTS}, got {refinement!r}")
     lin = as_linearization(model_or_lin)
     if tol is None:
-        # Finite-difference Fisher products are accurate to ~1e-8 (float64) and ~1e-3
-        # (float32) relative; ask no more of the solve than its products can give.
+        # Finite-difference Fisher products are within ~1e-8 (float64) and ~1e-3 (float32)
+        # of exact products in the same precision (2–5e-3 of float64 exact ones on deep
+        # float32 PreResNets); ask no more of the solve than its products can give.
         if fisher == "fd" and strategy in ("parameter", "auto"):
             tol = 1e-6 if lin.dtype == torch.float64 else 1e-3
         else:

@@ -55,7 +55,9 @@ class CorrectedVariances:
     variance : Tensor
         The bracket midpoints, shape (k,).
     error_bound : Tensor
-        (hi − lo) / (2 lo) per output: the largest relative error of ``variance``.
+        max((hi − lo) / (2 lo), u·κ̂) per output: the largest relative error of
+        ``variance`` (the bracket's half-width, and at least the products' rounding: u
+        the unit roundoff of their dtype, κ̂ the condition estimate).
     iterations, products : int
         Block CG steps (largest over sub-blocks) and single products with the system.
     converged : bool
@@ -295,6 +297,8 @@ class VarianceCorrector:
         ok = lo > 0
         variance = torch.where(ok, 0.5 * (lo + hi), hi).clamp_min(0.0)
         error = torch.where(ok, (hi - lo) / (2 * lo.clamp_min(torch.finfo(_F64).tiny)), math.inf)
+        # the bracket holds up to the products' rounding, ~u·κ̂ relative (u of their dtype)
+        error = error.clamp_min(torch.finfo(self._work.dtype).eps * self.condition_estimate)
         return CorrectedVariances(
             variance, error, forms.iterations, forms.products, forms.converged
         )

@@ -11,9 +11,10 @@ Galerkin value of the preconditioner itself; preconditioned CG iterates tighten 
 preconditioned CG of Ji & Li (2017, "A breakdown-free block conjugate gradient method",
 BIT 57): all right-hand sides share one block Krylov space
 K_t(M⁻¹A, M⁻¹B), so directions found for one test point serve the others. Measured on the
-predictive variances of a tanh MLP (p = 17,793, n = 2,000, σ² = 1e-3, 200 test points,
-a rank-512 preconditioner with δ ≈ 27): block CG brackets every variance within 1% in 4
-block steps, per-column CG needs 8–9 iterations for the same products per step.
+predictive variances of a random tanh MLP 8-128-128-1 (p = 17,793, n = 2,000, σ² = 1e-3,
+200 test points, the rank-512 Galerkin preconditioner, δ ≈ 27): block CG bracketed every
+variance within 0.32% in 4 block steps (800 products; measured error 7.9e-4), where
+per-column preconditioned CG needed 8 iterations (1,600 products) for 1%.
 """
 
 from __future__ import annotations
