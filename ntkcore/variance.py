@@ -134,7 +134,10 @@ class VarianceCorrector:
         self.rtol = float(rtol)
         self.max_iter = int(max_iter)
         self.space = "parameter" if products.p <= products.num_observations else "function"
-        self._products = products
+        self._dtype = products.dtype
+        self._dim = products.p if self.space == "parameter" else products.num_observations
+        self._device = products.device
+        self._products: TrainingProducts | None = products
         self._products64 = products64
         self._factor = factor
         self._factor_float64 = factor_float64
@@ -142,8 +145,10 @@ class VarianceCorrector:
         self._eigenvalues = eigenvalues.to(_F64)
         self._cache = cache
         self._ready = False
+        if self.fast_is_accurate:  # never corrects: keep no training products alive
+            self._products = self._products64 = None
         # set by _prepare
-        self._work: TrainingProducts = products
+        self._work: TrainingProducts | None = None
         self._weight_factor: Tensor | None = None
         self._low_rank: Tensor | None = None  # function space: V with M = V G⁻¹ Vᵀ + cI
         self._core_chol: Tensor | None = None
@@ -151,7 +156,7 @@ class VarianceCorrector:
     @property
     def needs_float64(self) -> bool:
         """Corrections run on float64 products (see Notes)."""
-        dtype = self._products.dtype
+        dtype = self._dtype
         if dtype == _F64:
             return False
         return (
@@ -162,8 +167,7 @@ class VarianceCorrector:
     @property
     def dim(self) -> int:
         """Size of the vectors block CG works on per test output: p or N."""
-        pr = self._products
-        return pr.p if self.space == "parameter" else pr.num_observations
+        return self._dim
 
     @property
     def fast_is_accurate(self) -> bool:
@@ -173,7 +177,7 @@ class VarianceCorrector:
 
     @property
     def product_dtype(self) -> torch.dtype:
-        return _F64 if self.needs_float64 else self._products.dtype
+        return _F64 if self.needs_float64 else self._dtype
 
     def test_linearization(self, lin: Linearization) -> Linearization:
         """Where the test Jacobians come from: ``lin``, or its float64 copy when the
@@ -185,6 +189,7 @@ class VarianceCorrector:
     def _prepare(self) -> None:
         if self._ready:
             return
+        assert self._products is not None, "a corrector within its bound δ never corrects"
         c = self.shift
         if not self.needs_float64:
             self._work = self._products
@@ -218,6 +223,7 @@ class VarianceCorrector:
 
     def _matmul(self, v: Tensor) -> Tensor:
         pr = self._work
+        assert pr is not None
         dt = pr.dtype
         prod = pr.gram(v.to(dt)) if self.space == "parameter" else pr.kernel(v.to(dt))
         return prod.to(_F64) + self.shift * v
@@ -236,7 +242,7 @@ class VarianceCorrector:
         return u @ ((1.0 / (lam + c) - 1.0 / c).unsqueeze(-1) * (u.mT @ v)) + v / c
 
     def _columns_per_block(self) -> int:
-        device = self._products.device
+        device = self._device
         budget = product_budget(device)
         if device.type != "cpu":
             budget = max(budget, available_memory(device) // 8)
@@ -280,6 +286,7 @@ class VarianceCorrector:
                 return sigma2 * lower, torch.minimum(sigma2 * (lower + gap), fast)
         else:
             pr = self._work
+            assert pr is not None
             rhs = pr.jvp(rows.mT.to(pr.dtype)).to(_F64)  # b* = J j*, shape: (N, k)
             prior = rows.square().sum(-1)  # ‖j*‖²
 
@@ -298,7 +305,7 @@ class VarianceCorrector:
         variance = torch.where(ok, 0.5 * (lo + hi), hi).clamp_min(0.0)
         error = torch.where(ok, (hi - lo) / (2 * lo.clamp_min(torch.finfo(_F64).tiny)), math.inf)
         # the bracket holds up to the products' rounding, ~u·κ̂ relative (u of their dtype)
-        error = error.clamp_min(torch.finfo(self._work.dtype).eps * self.condition_estimate)
+        error = error.clamp_min(torch.finfo(self.product_dtype).eps * self.condition_estimate)
         return CorrectedVariances(
             variance, error, forms.iterations, forms.products, forms.converged
         )
