@@ -262,6 +262,7 @@ def factor(
     c: float,
     *,
     float64_products: TrainingProducts | None = None,
+    float64_rows: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """w̄ and the Galerkin covariance factor F = L⁻¹ UᵀJ (LLᵀ = UᵀJJᵀU + cI).
 
@@ -269,26 +270,33 @@ def factor(
     an upper bound that is exact when U spans range(J). [w̄; UᵀJ] is one float64 block,
     (1 + r) × p: predict multiplies it with the test Jacobians in one GEMM, and F
     overwrites UᵀJ column block by column block (no second r × p copy: what lets p reach
-    10⁸ on one GPU). Returns (w̄, F), views of that block. ``float64_products``: after a
-    mixed-precision solve (z float64), w̄ = Jᵀz and UᵀJ come from float64 products, so
-    that neither loses what the refinement gained (the float32 UᵀJ is off by ~u·‖J‖²,
-    which is ~c at the condition numbers that call for refinement).
+    10⁸ on one GPU). Returns (w̄, F), views of that block.
+
+    ``float64_products``: after a mixed-precision solve (z float64), w̄ = Jᵀz comes from
+    float64 products (one reverse product), so that it keeps what the refinement gained;
+    with ``float64_rows`` UᵀJ too (r reverse products), for a basis that spans the problem,
+    whose factor is then the exact answer: a float32 UᵀJ is off by ~u·‖J‖², which is ~c
+    at the condition numbers that call for refinement (variances 1e-2 off at κ ≈ 1e7).
+    A basis that does not span keeps the float32 UᵀJ: accurate variances are corrected
+    on float64 products at predict time anyway (:class:`ntkcore.variance.VarianceCorrector`).
     """
     p = products.p
     basis = sk.basis
     rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=products.device)
-    if space == "parameter" and float64_products is None:
-        assert sk.weight_basis is not None
+    rows_products = float64_products if float64_rows and float64_products else products
+    if space == "parameter":
         rows[0].copy_(z.reshape(-1))
-        rows[1:].copy_(sk.weight_basis.mT)  # shape: (r, p) = UᵀJ
+    elif float64_products is not None and rows_products is not float64_products:
+        rows[0].copy_(float64_products.vjp(z.to(_F64)).reshape(-1))  # w̄ = Jᵀz in float64
+    if space == "parameter" and rows_products is products:
+        assert sk.weight_basis is not None
+        rows[1:].copy_(sk.weight_basis.mT)  # shape: (r, p) = UᵀJ, from the sketch step
     else:
-        pr = products if float64_products is None else float64_products
-        if space == "function":  # w̄ = Jᵀz together with UᵀJ
-            cols = torch.cat([z.to(pr.dtype), basis.to(pr.dtype)], dim=1)  # (N, 1 + r)
-            first = 0
-        else:
-            rows[0].copy_(z.reshape(-1))
-            cols, first = basis.to(pr.dtype), 1  # shape: (N, r)
+        pr = rows_products
+        cols = basis.to(pr.dtype)  # shape: (N, r)
+        first = 1
+        if space == "function" and not (float64_products is not None and pr is products):
+            cols, first = torch.cat([z.to(pr.dtype), cols], dim=1), 0  # w̄ = Jᵀz with UᵀJ
         # batched reverse passes, a group of columns at a time
         group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
         for s in range(0, cols.shape[1], group):
@@ -542,8 +550,11 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     sk = sketch(products, space, c, options)
     nystrom_basis, nystrom_eigenvalues = sk.basis, sk.nystrom.eigenvalues
     z, info, prec, solved, resid = _solve_with_precision(problem, products, system, resid, sk)
-    weights, cov_factor = factor(products, space, sk, z, c, float64_products=prec.products64)
     exact_variance = sk.rank >= min(products.num_observations, products.p)
+    weights, cov_factor = factor(
+        products, space, sk, z, c, float64_products=prec.products64,
+        float64_rows=exact_variance,
+    )
     bound = 0.0 if exact_variance else variance_bound(products, sk, c, options.seed)
     lml = log_marginal_likelihood(
         solved, sk, resid, z, noise_variance=problem.noise_variance,
@@ -555,7 +566,7 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
         corrector = VarianceCorrector(
             products, noise_variance=problem.noise_variance,
             prior_variance=problem.prior_variance, factor=cov_factor,
-            factor_float64=products.dtype == _F64 or prec.products64 is not None,
+            factor_float64=products.dtype == _F64,
             basis=nystrom_basis, eigenvalues=nystrom_eigenvalues, bound=bound,
             condition_estimate=prec.condition_estimate, rtol=options.variance_rtol,
             max_iter=options.max_iter, products64=prec.products64, cache=options.cache,
