@@ -19,7 +19,7 @@ and block steps, and the seconds per 1,000 test points (wall and process CPU).
 only, the engine before issue 11) and ``"auto"`` (float64 residuals when needed): CG
 iterations, refinement rounds, the residual and its dtype, the mean's largest error
 relative to max |mean| against the float64 dense posterior of the *same* (float32)
-weights, fit seconds.
+weights, fit seconds (median of ``--repeats``, after an untimed warm-up fit).
 
 Problems (``--problems``): ``random`` — the issue's tanh MLP 8 → 128 → 128 → 1 at its
 random initialization (p = 17,793; slowly decaying NTK spectrum), x ~ N(0, I₈),
@@ -233,18 +233,31 @@ def float32_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
         m32 = random_mlp(torch.float32)
         ref = dense_reference(random_mlp(torch.float32).double(), x32, y32, xs32,
                               noise=args.noise, prior=args.prior)
+        # warm-up (library initialization, first traces) outside the timings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for refinement in ("none", "auto"):
+                adapt(m32, x32[:200], y32[:200], noise_variance=args.noise,
+                      strategy="function", refinement=refinement, max_iter=20)
         for strategy in args.strategies:
             for refinement in ("none", "auto"):
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    post, wall, cpu = timed(partial(
-                        adapt, m32, x32, y32, noise_variance=args.noise,
-                        prior_variance=args.prior, strategy=strategy, refinement=refinement,
-                    ))
+                walls, cpus = [], []
+                for _ in range(args.repeats):
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        post, wall, cpu = timed(partial(
+                            adapt, m32, x32, y32, noise_variance=args.noise,
+                            prior_variance=args.prior, strategy=strategy,
+                            refinement=refinement,
+                        ))
+                    walls.append(wall)
+                    cpus.append(cpu)
+                wall, cpu = sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
                 pred = post.predict(xs32)
                 row = {
                     "n": n, "p": post.linearization.num_params, "refinement": refinement,
-                    **fit_record(post, wall, cpu),
+                    **fit_record(post, wall, cpu), "fit_seconds_all": walls,
+                    "fit_cpu_seconds_all": cpus,
                     "tolerance": post.diagnostics["tolerance"],
                     "mean_rel_err": mean_err(pred.mean, ref["mean"]),
                     "var_rel_err": max_rel(pred.variance, ref["variance"]),
@@ -347,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     default=["function", "parameter"])
     ap.add_argument("--noise", type=float, default=1e-3, help="σ²")
     ap.add_argument("--prior", type=float, default=1.0, help="s²")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="float32 sweep: fits per setting, median time reported")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache-dir", default=None, help="ntkcore.zoo cache (default $NTKCORE_CACHE)")
     ap.add_argument("--json", type=Path, default=None)
