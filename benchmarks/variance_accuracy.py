@@ -63,6 +63,7 @@ from ntkcore.linearization import Linearization
 from ntkcore.posterior import Posterior, adapt
 
 F64 = torch.float64
+REFINE = ("none", "auto")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -240,9 +241,10 @@ def float32_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                 adapt(m32, x32[:200], y32[:200], noise_variance=args.noise,
                       strategy="function", refinement=refinement, max_iter=20)
         for strategy in args.strategies:
-            for refinement in ("none", "auto"):
-                walls, cpus = [], []
-                for _ in range(args.repeats):
+            # interleaved repeats (none, auto, none, auto, ...): load drifts hit both alike
+            runs: dict[str, dict[str, Any]] = {r: {"walls": [], "cpus": []} for r in REFINE}
+            for _ in range(args.repeats):
+                for refinement in REFINE:
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         post, wall, cpu = timed(partial(
@@ -250,8 +252,14 @@ def float32_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
                             prior_variance=args.prior, strategy=strategy,
                             refinement=refinement,
                         ))
-                    walls.append(wall)
-                    cpus.append(cpu)
+                    run = runs[refinement]
+                    run["walls"].append(wall)
+                    run["cpus"].append(cpu)
+                    run["post"], run["caught"] = post, caught
+            for refinement in REFINE:
+                run = runs[refinement]
+                post, caught = run["post"], run["caught"]
+                walls, cpus = run["walls"], run["cpus"]
                 wall, cpu = sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
                 pred = post.predict(xs32)
                 row = {
