@@ -375,19 +375,18 @@ def _adapt(s: Settings, problem: Problem) -> Result:
     task, lin = problem.task, problem.lin
     x_context, y_context = _context(problem, s.n_context)
     x_test, y_test = task.test
-    with LIGHT.hold():
-        post = ntkcore.adapt(
-            lin,
-            x_context,
-            y_context,
-            noise_variance=s.noise_variance,
-            prior_variance=s.prior_variance,
-            mean=s.mean,
-            strategy=s.strategy,
-        )
-        pred = post.predict(x_test)
-        with torch.no_grad():
-            network = lin(x_test)
+    post = ntkcore.adapt(
+        lin,
+        x_context,
+        y_context,
+        noise_variance=s.noise_variance,
+        prior_variance=s.prior_variance,
+        mean=s.mean,
+        strategy=s.strategy,
+    )
+    pred = post.predict(x_test)
+    with torch.no_grad():
+        network = lin(x_test)
     if not (torch.isfinite(pred.mean).all() and torch.isfinite(pred.variance).all()):
         raise ValueError(
             "the posterior has non-finite values at these settings (try a larger noise "
@@ -558,14 +557,18 @@ if problem is not None:
     )
     if note := st.session_state.get("adapt.fit_note"):
         st.sidebar.caption(note)
-    try:
-        result: Result | None = _adapt(settings, problem)
-    except ValueError as err:
-        st.error(f"Cannot adapt with these settings: {err}")
-        result = st.session_state.get(LAST_RESULT_KEY)
+    # Computing and drawing (building and serializing the figure) hold the light slot: at
+    # most one session runs this Python-heavy part at a time, so the server's event loop keeps
+    # its share of the GIL however many sessions are busy (app/compute.py).
+    with LIGHT.hold():
+        try:
+            result: Result | None = _adapt(settings, problem)
+        except ValueError as err:
+            st.error(f"Cannot adapt with these settings: {err}")
+            result = st.session_state.get(LAST_RESULT_KEY)
+            if result is not None:
+                st.caption("Showing the last result that worked.")
+        else:
+            st.session_state[LAST_RESULT_KEY] = result
         if result is not None:
-            st.caption("Showing the last result that worked.")
-    else:
-        st.session_state[LAST_RESULT_KEY] = result
-    if result is not None:
-        _show(result)
+            _show(result)
