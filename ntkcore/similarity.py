@@ -38,6 +38,7 @@ products J Jᵀ u.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -131,13 +132,14 @@ class JacobianComparison:
         ‖J_a J_bᵀ‖²_F = ⟨J_aᵀJ_a, J_bᵀJ_b⟩_F for the pairs asked for (and the diagonal,
         which equals ‖K_a‖²_F), NaN elsewhere; shape (m, m), float64.
     grams : tuple of Tensor or None
-        Each network's N × N NTK Gram matrix (float64), when asked for with
-        ``keep_grams=True``.
+        Each network's N × N NTK Gram matrix (float64, from products in the chosen dtype)
+        when the resident strategy ran or ``keep_grams=True``; else None.
     num_points, num_outputs, num_params : int
         n, o and p.
     points_per_block : int
-        Points per block of the sweep; ``num_points`` means one block (no Jacobian was
-        computed twice).
+        Points per block (``num_points`` for one block).
+    strategy : str
+        ``"resident"`` or ``"blockwise"`` (see :func:`compare_jacobians`).
     """
 
     kernel_inner: Tensor
@@ -147,6 +149,7 @@ class JacobianComparison:
     num_outputs: int
     num_params: int
     points_per_block: int
+    strategy: str
 
     @property
     def kernel_norms(self) -> Tensor:
@@ -194,15 +197,27 @@ def compare_jacobians(
     keep_grams: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> JacobianComparison:
-    r"""⟨K_a, K_b⟩_F for all pairs and ‖J_a J_bᵀ‖²_F for chosen pairs of m networks, blockwise.
+    r"""⟨K_a, K_b⟩_F for all pairs and ‖J_a J_bᵀ‖²_F for chosen pairs of m networks.
 
-    The probe points are split into blocks of c points. For every block pair (I, J ≥ I) the
-    sweep computes each network's N×N-block K_a[I, J] = J_a(X_I) J_a(X_J)ᵀ (c·o × c·o)
-    and accumulates the flattened blocks' inner products in float64 (off-diagonal blocks
-    twice, by symmetry). For the ``pairs`` it also accumulates ‖J_a(X_I) J_b(X_J)ᵀ‖²_F and,
-    for J ≠ I, ‖J_a(X_J) J_b(X_I)ᵀ‖²_F, the two blocks of the (non-symmetric) cross-NTK.
-    The Jacobian panels of block I are kept for all networks while the blocks J stream;
-    with one block (c = n) every Jacobian is computed once.
+    Two strategies, chosen from the memory budget (recorded in ``strategy``):
+
+    ``"resident"`` — when the m Gram matrices (m·N²·8 bytes, N = n·o) and a few full
+    Jacobians (N × p) fit: every network's Jacobian is computed once, its Gram matrix
+    K_a = J_a J_aᵀ kept, and all ⟨K_a, K_b⟩_F come from one float64 product of the
+    flattened Gram matrices. Cross terms ‖J_a J_bᵀ‖²_F are formed pair by pair, the pairs
+    grouped by connected component and the Jacobians kept in a least-recently-used cache
+    (each Jacobian is computed once when a component's Jacobians fit, e.g. the MNIST1,
+    MNIST2 and Fashion networks of one seed). The usual case for many networks on a few
+    hundred probes.
+
+    ``"blockwise"`` — otherwise (or when ``chunk_size`` is given): the probes are split into
+    blocks of c points. For every block pair (I, J ≥ I) each network's block
+    K_a[I, J] = J_a(X_I) J_a(X_J)ᵀ (c·o × c·o) is formed and the flattened blocks' inner
+    products are accumulated in float64 (off-diagonal blocks twice, by symmetry); for the
+    ``pairs``, ‖J_a(X_I) J_b(X_J)ᵀ‖²_F and, for J ≠ I, ‖J_a(X_J) J_b(X_I)ᵀ‖²_F, the two
+    blocks of the non-symmetric cross-NTK. Block I's Jacobian panels are kept for all
+    networks while the blocks J stream, so memory is bounded whatever N is (Jacobians of
+    later blocks are recomputed once per earlier block).
 
     Parameters
     ----------
@@ -214,10 +229,9 @@ def compare_jacobians(
     pairs : "all", "none" or sequence of (int, int)
         Pairs (a, b) whose cross term ‖J_a J_bᵀ‖²_F (the ``"parameter"`` measure) is
         computed; each costs about one more Gram-sized product. The ``"kernel"`` measure
-        is always computed for all pairs (it needs only each network's own Gram blocks).
+        is always computed for all pairs (it needs only each network's own Gram matrix).
     chunk_size : int, optional
-        Points per block c; default: the largest c whose Jacobian panels and Gram blocks
-        fit ``max_bytes``.
+        Points per block: forces the blockwise strategy with c = ``chunk_size``.
     max_bytes : int, optional
         Working-set budget in bytes; default 1 GiB on the CPU, a quarter of the free
         memory on accelerators.
@@ -225,9 +239,10 @@ def compare_jacobians(
         Dtype of the Gram products (default: the networks' dtype). Accumulation is float64
         either way; float32 products make the similarities accurate to ~1e-6.
     keep_grams : bool
-        Also return every network's full N × N Gram matrix (float64; m·N²·8 bytes).
+        Also assemble every network's full N × N Gram matrix (float64; m·N²·8 bytes) when
+        the blockwise strategy runs (the resident strategy always returns them).
     progress : callable, optional
-        Called with the fraction of block pairs done.
+        Called with the fraction of the work done.
 
     Returns
     -------
@@ -244,55 +259,164 @@ def compare_jacobians(
                 f"network {i} has {lin.output_dim(x)} outputs but network 0 has {o}"
             )
     gram_dtype = _gram_dtype(lead, dtype)
+    cross = _cross_pairs(pairs, m)
+    itemsize = torch.empty((), dtype=gram_dtype).element_size()
+    budget = _budget(lead.device, max_bytes)
+    cached = None if chunk_size is not None else _resident_plan(m, n * o, p, itemsize, budget)
+    work = _Work(lins, x, n, o, p, gram_dtype, cross)
+    if cached is not None:
+        kernel_inner, cross_sq, grams = _resident(work, max(cached, 1), progress)
+        c, strategy = n, "resident"
+    else:
+        if chunk_size is not None:
+            c = min(chunk_size, n)
+        else:
+            panels = 2 * m if cross else m + 1
+            c = _points_per_block(n, o, p, itemsize, panels, m, budget)
+        kernel_inner, cross_sq, grams = _blockwise(work, c, keep_grams, progress)
+        strategy = "blockwise"
+    kernel_inner = 0.5 * (kernel_inner + kernel_inner.mT)
+    cross_sq.diagonal().copy_(kernel_inner.diagonal())
+    return JacobianComparison(
+        kernel_inner=kernel_inner,
+        cross_sq=cross_sq,
+        grams=None if grams is None else tuple(grams),
+        num_points=n,
+        num_outputs=o,
+        num_params=p,
+        points_per_block=c,
+        strategy=strategy,
+    )
+
+
+def _cross_pairs(pairs: Sequence[tuple[int, int]] | str, m: int) -> list[tuple[int, int]]:
     if isinstance(pairs, str):
         if pairs not in ("all", "none"):
             raise ValueError(f"pairs must be 'all', 'none' or a list of (a, b), got {pairs!r}")
-        cross = [(a, b) for a in range(m) for b in range(a + 1, m)] if pairs == "all" else []
-    else:
-        cross = []
-        for pair in pairs:
-            a, b = (int(i) for i in pair)
-            if not (0 <= a < m and 0 <= b < m):
-                raise ValueError(f"pair {tuple(pair)} indexes outside the {m} networks")
-            if a != b:
-                cross.append((min(a, b), max(a, b)))
-        cross = sorted(set(cross))
-    itemsize = torch.empty((), dtype=gram_dtype).element_size()
-    if chunk_size is not None:
-        c = min(chunk_size, n)
-    else:
-        panels = 2 * m if cross else m + 1
-        c = _points_per_block(n, o, p, itemsize, panels, m, _budget(lead.device, max_bytes))
-    blocks = chunk_slices(n, c)
-    kernel_inner = torch.zeros(m, m, dtype=_F64, device=lead.device)
-    cross_sq = torch.full((m, m), math.nan, dtype=_F64, device=lead.device)
-    for a, b in cross:
-        cross_sq[a, b] = cross_sq[b, a] = 0.0
+        return [(a, b) for a in range(m) for b in range(a + 1, m)] if pairs == "all" else []
+    cross = []
+    for pair in pairs:
+        a, b = (int(i) for i in pair)
+        if not (0 <= a < m and 0 <= b < m):
+            raise ValueError(f"pair {tuple(pair)} indexes outside the {m} networks")
+        if a != b:
+            cross.append((min(a, b), max(a, b)))
+    return sorted(set(cross))
+
+
+def _resident_plan(m: int, rows: int, p: int, itemsize: int, budget: int) -> int | None:
+    """How many full Jacobians (rows × p) the resident strategy may cache next to the m
+    float64 Gram matrices (rows²) and one Gram product; None when fewer than two fit."""
+    grams = m * rows * rows * 8 + rows * rows * itemsize
+    per_jacobian = rows * p * itemsize
+    count = (budget - grams) // per_jacobian if budget > grams else 0
+    return int(min(count, m)) if count >= min(2, m) else None
+
+
+@dataclass
+class _Work:
+    lins: list[Linearization]
+    x: Tensor
+    n: int
+    o: int
+    p: int
+    dtype: torch.dtype
+    cross: list[tuple[int, int]]
+
+    def jacobian(self, a: int, rows: slice) -> Tensor:
+        return self.lins[a].jacobian(self.x[rows]).reshape(-1, self.p).to(self.dtype)
+
+    def zeros(self) -> tuple[Tensor, Tensor]:
+        m, device = len(self.lins), self.x.device
+        cross_sq = torch.full((m, m), math.nan, dtype=_F64, device=device)
+        for a, b in self.cross:
+            cross_sq[a, b] = cross_sq[b, a] = 0.0
+        return torch.zeros(m, m, dtype=_F64, device=device), cross_sq
+
+
+def _components(m: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of the pair graph on m nodes, each sorted, by smallest node."""
+    parent = list(range(m))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    groups: dict[int, list[int]] = {}
+    for i in range(m):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: g[0])
+
+
+def _resident(
+    work: _Work, cached: int, progress: Callable[[float], None] | None
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    m, rows, everything = len(work.lins), work.n * work.o, slice(0, work.n)
+    grams = torch.empty(m, rows, rows, dtype=_F64, device=work.x.device)
+    kernel_inner, cross_sq = work.zeros()
+    jacobians: OrderedDict[int, Tensor] = OrderedDict()
+
+    def jacobian(a: int) -> Tensor:  # least-recently-used cache of full Jacobians
+        if a in jacobians:
+            jacobians.move_to_end(a)
+            return jacobians[a]
+        while len(jacobians) >= cached:
+            jacobians.popitem(last=False)
+        jacobians[a] = work.jacobian(a, everything)  # shape: (N, p)
+        return jacobians[a]
+
+    partners: dict[int, list[int]] = {}
+    for a, b in work.cross:
+        partners.setdefault(b, []).append(a)
+    total, done = m + len(work.cross), 0
+    for component in _components(m, work.cross):
+        for b in component:
+            jb = jacobian(b)
+            grams[b] = jb @ jb.mT
+            done += 1
+            for a in partners.get(b, []):  # a < b: visited earlier in this component
+                term = _sq_norm(jacobian(a) @ jacobian(b).mT)
+                cross_sq[a, b] = cross_sq[b, a] = term
+                done += 1
+            if progress is not None:
+                progress(done / total)
+    flat = grams.reshape(m, -1)
+    kernel_inner += flat @ flat.mT
+    return kernel_inner, cross_sq, list(grams)
+
+
+def _blockwise(
+    work: _Work, c: int, keep_grams: bool, progress: Callable[[float], None] | None
+) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+    lins, o, device = work.lins, work.o, work.x.device
+    m = len(lins)
+    blocks = chunk_slices(work.n, c)
+    kernel_inner, cross_sq = work.zeros()
     grams = (
-        [torch.empty(n * o, n * o, dtype=_F64, device=lead.device) for _ in lins]
+        [torch.empty(work.n * o, work.n * o, dtype=_F64, device=device) for _ in lins]
         if keep_grams
         else None
     )
-    crossing = sorted({i for pair in cross for i in pair})
-
-    def jacobian(lin: Linearization, rows: slice) -> Tensor:
-        return lin.jacobian(x[rows]).reshape(-1, p).to(gram_dtype)  # shape: (c·o, p)
-
+    crossing = sorted({i for pair in work.cross for i in pair})
     total, done = len(blocks) * (len(blocks) + 1) // 2, 0
     for bi, rows in enumerate(blocks):
-        row_panels = [jacobian(lin, rows) for lin in lins]
+        row_panels = [work.jacobian(a, rows) for a in range(m)]  # each: (c·o, p)
         r = slice(rows.start * o, rows.stop * o)
         for cols in blocks[bi:]:
             diagonal = cols == rows
             col_panels: dict[int, Tensor] = {}
             if not diagonal:
-                col_panels = {i: jacobian(lins[i], cols) for i in crossing}
-            flat = torch.empty(m, (rows.stop - rows.start) * o * (cols.stop - cols.start) * o,
-                               dtype=_F64, device=lead.device)  # fmt: skip
-            for a, lin in enumerate(lins):
+                col_panels = {a: work.jacobian(a, cols) for a in crossing}
+            size = (rows.stop - rows.start) * o * (cols.stop - cols.start) * o
+            flat = torch.empty(m, size, dtype=_F64, device=device)
+            for a in range(m):
                 col = row_panels[a] if diagonal else col_panels.get(a)
                 if col is None:
-                    col = jacobian(lin, cols)
+                    col = work.jacobian(a, cols)
                 block = row_panels[a] @ col.mT  # shape: (c·o, c·o)
                 flat[a] = block.reshape(-1)
                 if grams is not None:
@@ -302,7 +426,7 @@ def compare_jacobians(
                         grams[a][cc, r] = block.mT
             weight = 1.0 if diagonal else 2.0
             kernel_inner += weight * (flat @ flat.mT)
-            for a, b in cross:
+            for a, b in work.cross:
                 if diagonal:
                     term = _sq_norm(row_panels[a] @ row_panels[b].mT)
                 else:
@@ -314,17 +438,7 @@ def compare_jacobians(
             done += 1
             if progress is not None:
                 progress(done / total)
-    kernel_inner = 0.5 * (kernel_inner + kernel_inner.mT)
-    cross_sq.diagonal().copy_(kernel_inner.diagonal())
-    return JacobianComparison(
-        kernel_inner=kernel_inner,
-        cross_sq=cross_sq,
-        grams=None if grams is None else tuple(grams),
-        num_points=n,
-        num_outputs=o,
-        num_params=p,
-        points_per_block=c,
-    )
+    return kernel_inner, cross_sq, grams
 
 
 def _sq_norm(block: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import ntkcore
-from ntkcore.similarity import compare_jacobians, ntk_eigenvalues, ntk_gram
+from ntkcore.similarity import _resident_plan, compare_jacobians, ntk_eigenvalues, ntk_gram
 from tests.models import case, dense_jacobian, make_mlp
 
 F64 = torch.float64
@@ -126,27 +126,64 @@ def test_different_architectures_are_rejected():
         ntkcore.jacobian_similarity(a, a, _inputs(), chunk_size=0)
 
 
-def test_blockwise_sweep_equals_one_block_and_the_dense_reference():
+def test_resident_and_blockwise_strategies_equal_the_dense_reference():
     nets = [_pair(s, s + 100)[0] for s in range(4)]
     x = _inputs(7)
+    n_rows, p = 7 * 2, 122
     jacs = [_jac(net, x) for net in nets]
     grams = [j @ j.mT for j in jacs]
     kernel_ref = torch.stack([torch.stack([(ka * kb).sum() for kb in grams]) for ka in grams])
     cross_ref = torch.stack(
         [torch.stack([(ja @ jb.mT).square().sum() for jb in jacs]) for ja in jacs]
     )
-    one = compare_jacobians(nets, x)
-    assert one.points_per_block == 7
-    # chunk_size=2: 4 blocks, 10 block pairs; a 1-byte budget: one point per block
-    for many in (compare_jacobians(nets, x, chunk_size=2, keep_grams=True),
-                 compare_jacobians(nets, x, max_bytes=1)):  # fmt: skip
-        assert many.points_per_block in (1, 2)
-        for result in (one, many):
-            torch.testing.assert_close(result.kernel_inner, kernel_ref, rtol=1e-10, atol=0)
-            torch.testing.assert_close(result.cross_sq, cross_ref, rtol=1e-10, atol=0)
-    kept = compare_jacobians(nets, x, chunk_size=2, keep_grams=True).grams
-    for got, ref in zip(kept, grams, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    # a budget for the 4 Gram matrices, one product and exactly two cached Jacobians: the
+    # least-recently-used cache evicts and recomputes
+    two = 4 * n_rows**2 * 8 + n_rows**2 * 8 + 2 * n_rows * p * 8
+    assert _resident_plan(4, n_rows, p, 8, two) == 2
+    assert _resident_plan(4, n_rows, p, 8, two - 1) is None
+    results = {
+        "resident": compare_jacobians(nets, x),
+        "resident, 2 cached": compare_jacobians(nets, x, max_bytes=two),
+        "blockwise, 4 blocks": compare_jacobians(nets, x, chunk_size=2, keep_grams=True),
+        "blockwise, 1 point per block": compare_jacobians(nets, x, max_bytes=1),
+    }
+    strategies = {name: r.strategy for name, r in results.items()}
+    assert strategies == {"resident": "resident", "resident, 2 cached": "resident",
+                          "blockwise, 4 blocks": "blockwise",
+                          "blockwise, 1 point per block": "blockwise"}  # fmt: skip
+    assert results["blockwise, 4 blocks"].points_per_block == 2
+    assert results["blockwise, 1 point per block"].points_per_block == 1
+    for name, result in results.items():
+        torch.testing.assert_close(result.kernel_inner, kernel_ref, rtol=1e-10, atol=0,
+                                   msg=name)  # fmt: skip
+        torch.testing.assert_close(result.cross_sq, cross_ref, rtol=1e-10, atol=0, msg=name)
+    assert results["blockwise, 1 point per block"].grams is None
+    for name in ("resident", "blockwise, 4 blocks"):
+        for got, ref in zip(results[name].grams, grams, strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_seed_triangles_compute_each_jacobian_once(monkeypatch):
+    """The experiment's pairs (three networks per seed) form triangles: with room for three
+    Jacobians, each is computed once."""
+    nets = [_pair(s, s + 100)[0] for s in range(7)]
+    x = _inputs(5)
+    jacs = [_jac(net, x) for net in nets]  # before the counting wrapper below
+    calls = []
+    for i, net in enumerate(nets):  # count the (traced) forward calls of every network
+        original = net.forward
+        net.forward = lambda x, original=original, i=i: (calls.append(i), original(x))[1]
+    pairs = [(0, 2), (2, 4), (0, 4), (1, 3), (3, 5), (1, 5)]
+    compare_jacobians([nets[6]], x)  # one network, one Jacobian: the calls that costs
+    once = calls.count(6)
+    rows, p = 10, 122
+    three = 6 * rows**2 * 8 + rows**2 * 8 + 3 * rows * p * 8
+    result = compare_jacobians(nets[:6], x, pairs=pairs, max_bytes=three)
+    assert result.strategy == "resident"
+    assert [calls.count(i) for i in range(6)] == [once] * 6
+    for a, b in pairs:
+        expected = (jacs[a] @ jacs[b].mT).square().sum()
+        torch.testing.assert_close(result.cross_sq[a, b], expected, rtol=1e-10, atol=0)
 
 
 def test_cross_terms_only_for_requested_pairs():

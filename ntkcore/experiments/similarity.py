@@ -24,12 +24,16 @@ MNIST slice and a 5,000-image Fashion-MNIST slice):
   of 128, lr 1e-3), starting from the Fashion head.
 * probes: the first ``n_probe`` MNIST1 images (at most 2,000 here; the paper used 5,000).
 * similarity: :func:`ntkcore.compare_jacobians` over all networks at once (each network's
-  Gram blocks are computed once; cross terms only for the pairs reported). Two readings
-  of the formula (:mod:`ntkcore.similarity`): ``kernel`` — the cosine of the n·o × n·o NTK
+  Gram matrix is computed once; cross terms only for the pairs reported). Two readings of
+  the formula (:mod:`ntkcore.similarity`): ``kernel`` — the cosine of the n·o × n·o NTK
   Gram matrices, invariant to how parameters are indexed; ``parameter`` — the paper's own
   p × n·o layout, the cosine of the p × p matrices JᵀJ, which compares parameters
   coordinate by coordinate and is therefore only meaningful between networks that share
   their initialization.
+* spectra: eigenvalues of each network's Gram matrix; from the Gram matrices the
+  comparison kept when they fit in memory (products in float32: eigenvalues below about
+  1e-6 of the largest are at rounding level), otherwise the top ``n_eigenvalues`` by
+  Lanczos (:func:`ntkcore.ntk_eigenvalues`).
 * pairs: ``pairing="seed"`` compares replicate i with replicate i (S comparisons per pair,
   the paper's 25); ``"all"`` every replicate with every other (S² per pair, S(S−1)/2 for a
   dataset with itself). A pair of one dataset with itself (e.g. ``"mnist1-mnist1"``,
@@ -230,6 +234,11 @@ def jacobian_similarity(
     if n_probe > available:
         raise ValueError(f"n_probe must be at most {available} (MNIST1 images), got {n_probe}")
     replicate_seeds = list(range(seed, seed + seeds))
+    replicates = [
+        (f"{a}-{b}", a, b, i, j)
+        for a, b in parsed
+        for i, j in _replicate_pairs(a, b, replicate_seeds, pairing)
+    ]
 
     def training_seed(dataset: str, i: int) -> int:
         if shared_init:
@@ -276,18 +285,12 @@ def jacobian_similarity(
             rows_by_model[net.name]["mnist_accuracy"] = _accuracy(
                 net.model, x_mnist_test, y_mnist_test
             )
-    compared = []
-    for a, b in parsed:
-        for i, j in _replicate_pairs(a, b, replicate_seeds, pairing):
-            compared.append((f"{a}-{b}", a, b, index[(a, i)], index[(b, j)]))
+    compared = [(pair, a, b, index[(a, i)], index[(b, j)]) for pair, a, b, i, j in replicates]
     probes = mnist1.source[0][:n_probe].to(device)
-    rows_n = n_probe * mnist1.meta.output_dim
-    keep = n_eigenvalues != 0 and _grams_fit(len(flat), rows_n, device)
     result = compare_jacobians(
         [net.model for net in flat],
         probes,
         pairs=[(ka, kb) for *_, ka, kb in compared] if "parameter" in measures else "none",
-        keep_grams=keep,
         progress=steps.start(f"comparing {len(flat)} Jacobians on {n_probe} MNIST1 images"),
     )
     matrices = {m: result.similarity(m).cpu() for m in measures}
@@ -322,14 +325,6 @@ def jacobian_similarity(
     ]
     steps.done()
     return ExperimentTables({"main": main, "spectra": spectra_table, "models": models})
-
-
-def _grams_fit(m: int, rows: int, device: torch.device) -> bool:
-    """Whether m float64 Gram matrices of rows² entries fit a quarter of the free memory
-    (then the spectra reuse the similarity sweep's Gram matrices)."""
-    from ntkcore.memory import cache_budget
-
-    return m * rows * rows * 8 <= min(cache_budget(device), 2**30)
 
 
 @dataclass(frozen=True)
