@@ -167,6 +167,20 @@ def test_band_widens_with_width_at_standard_initialization(small):
 
 
 @pytest.mark.slow
+def test_equal_size_tanh_shapes_agree_at_the_data_and_differ_away_from_it(small):
+    """Figure 3 right: three trained tanh networks of about 21,000 parameters fit the same
+    data, and their linearizations' means agree there but not in the gap or beyond."""
+    main = small[0].main
+    tanh = main[(main["panel"] == "tanh-shape") & main["trained"]]
+    means = tanh.pivot(index="x", columns="model", values="mean")
+    spread = (means.max(axis=1) - means.min(axis=1)).to_numpy()
+    x = means.index.to_numpy()
+    at_data = spread[np.abs(np.abs(x) - 4.0) < 1.0].mean()
+    outside = spread[np.abs(x) > 7.0].mean()
+    assert outside > 10 * at_data
+
+
+@pytest.mark.slow
 def test_trained_linearization_fits_the_training_data(ntkcore_cache, monkeypatch):
     """At the training inputs the posterior mean is close to the data: its residual is no
     larger than the network's own (the GP's noise is the network's error) and near the
