@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.proto.NumberInput_pb2 import NumberInput
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-__all__ = ["AppClient", "Run", "health_latency"]
+__all__ = ["AppClient", "Run"]
 
 _WIDGETS = (
     "slider",
@@ -94,11 +94,15 @@ class AppClient:
         self._finished = asyncio.Event()
         self.page_hashes: dict[str, str] = {}
         self.page_hash = ""
+        self.closed: BaseException | None = None
 
     async def connect(self) -> None:
         ws_url = self.url.replace("http://", "ws://") + "/_stcore/stream"
+        # No client-side keepalive pings (browsers send none either): a ping left unanswered
+        # for 20 s would close the connection, which is not what is being measured.
         self.ws = await websockets.connect(
-            ws_url, subprotocols=["streamlit"], max_size=2**26, open_timeout=60
+            ws_url, subprotocols=["streamlit"], max_size=2**26, open_timeout=60,
+            ping_interval=None,
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -109,6 +113,16 @@ class AppClient:
             self._reader.cancel()
 
     async def _read(self) -> None:
+        try:
+            await self._read_messages()
+        except Exception as err:  # recorded and re-raised by wait_finished
+            self.closed = err
+        else:
+            reason = self.ws.close_reason
+            self.closed = ConnectionError(f"the server closed the websocket: {reason!r}")
+        self._finished.set()
+
+    async def _read_messages(self) -> None:
         async for data in self.ws:
             msg = ForwardMsg()
             msg.ParseFromString(data)
@@ -146,7 +160,7 @@ class AppClient:
             else:
                 state.double_array_value.data[:] = [float(value)]
         elif kind == "NumberInput":
-            if proto.data_type == 1:  # INT
+            if proto.data_type == NumberInput.INT:
                 state.int_value = int(value)
             else:
                 state.double_value = float(value)
@@ -170,7 +184,9 @@ class AppClient:
         for state in self.states.values():
             cs.widget_states.widgets.append(state)
         # Triggers (buttons) are true for one run only, as in the browser.
-        self.states = {k: v for k, v in self.states.items() if v.WhichOneof("value") != "trigger_value"}
+        self.states = {
+            k: v for k, v in self.states.items() if v.WhichOneof("value") != "trigger_value"
+        }
         self._finished.clear()
         sent = time.perf_counter()
         await self.ws.send(msg.SerializeToString())
@@ -193,6 +209,8 @@ class AppClient:
                     break
                 if run.status == "FINISHED_SUCCESSFULLY" and (check is None or check(run)):
                     return run
+            if self.closed is not None:
+                raise ConnectionError(f"connection lost: {self.closed!r}")
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise TimeoutError("no script run showing the expected state finished in time")
@@ -208,16 +226,3 @@ class AppClient:
             if run.status == "FINISHED_SUCCESSFULLY":
                 return run
         return None
-
-
-def health_latency(url: str, timeout: float = 5.0) -> float:
-    """Seconds the server's health endpoint takes to answer (``inf`` on failure)."""
-    t0 = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as response:
-            response.read()
-            if response.status != 200:
-                return float("inf")
-    except OSError:
-        return float("inf")
-    return time.perf_counter() - t0
