@@ -54,4 +54,12 @@ PAGES: tuple[PageSpec, ...] = (
         "Adapt a trained network to a new task",
         "Explore",
     ),
+    PageSpec(
+        "views/similarity.py",
+        "Jacobian similarity",
+        ":material/compare:",
+        "similarity",
+        "Jacobian similarity across tasks",
+        "Explore",
+    ),
 )

@@ -19,18 +19,36 @@ from ntkcore.plots.regression import (
     parity_figure,
     posterior_band_figure,
 )
+from ntkcore.plots.similarity import (
+    MEASURE_TITLES,
+    TRACE_KERNEL,
+    TRACE_OTHER_CLASSES,
+    TRACE_SAME_CLASS,
+    class_kernel_figure,
+    ntk_spectra_figure,
+    similarity_trace_name,
+    similarity_violin_figure,
+)
 
 __all__ = [
+    "MEASURE_TITLES",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_IDENTITY",
+    "TRACE_KERNEL",
+    "TRACE_OTHER_CLASSES",
     "TRACE_MEAN",
     "TRACE_NETWORK",
     "TRACE_PREDICTIONS",
+    "TRACE_SAME_CLASS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "class_kernel_figure",
     "image_strip_figure",
+    "ntk_spectra_figure",
     "parity_figure",
     "posterior_band_figure",
+    "similarity_trace_name",
+    "similarity_violin_figure",
 ]
