@@ -254,13 +254,17 @@ def run_heavy(
     t0 = time.perf_counter()
 
     def on_wait(ahead: int) -> None:
-        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you")
+        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you", expanded=True)
 
     interrupted = True
     st.session_state[_state_key(page, "interrupted")] = title
     try:
         with HEAVY.hold(on_wait=on_wait):
-            status.update(label=f"{title} — running on {device}", state="running")
+            # ``expanded`` must be repeated: an update without it collapses the box in
+            # Streamlit 1.67 (the progress bar inside would be hidden).
+            status.update(
+                label=f"{title} — running on {device}", state="running", expanded=True
+            )
             last_draw = [0.0]
 
             def progress(fraction: float, message: str) -> None:

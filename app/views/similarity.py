@@ -119,9 +119,9 @@ def _form() -> tuple[Settings, bool]:
             f"{MAX_SEEDS} seeds and {MAX_PROBES} probe images."
         )
     with st.form("sim_form", border=True):
-        left, middle, right = st.columns([1, 2, 1.3], gap="medium")
-        seeds = left.number_input(
-            "Seeds (networks per training set)",
+        c1, c2, c3, c4 = st.columns([1, 1, 1, 1], gap="medium")
+        seeds = c1.number_input(
+            "Seeds per training set",
             min_value=2,
             max_value=MAX_SEEDS,
             value=min(int(small["seeds"]), MAX_SEEDS),
@@ -130,7 +130,7 @@ def _form() -> tuple[Settings, bool]:
             bind="query-params",
             help="Replicate i of each training set is trained with seed i (the paper: 25).",
         )
-        n_probe = left.number_input(
+        n_probe = c2.number_input(
             "Probe images (MNIST1)",
             min_value=10,
             max_value=MAX_PROBES,
@@ -141,16 +141,17 @@ def _form() -> tuple[Settings, bool]:
             help="The Jacobians are compared on the first n MNIST1 training images "
             "(n·10 rows each; the paper used 5,000 images, our MNIST1 has 2,000).",
         )
-        pairs = middle.multiselect(
+        pairs = st.pills(
             "Pairs of training sets",
             PAIR_OPTIONS,
+            selection_mode="multi",
             default=list(DEFAULT_PAIRS),
             key="sim_pairs",
             bind="query-params",
             help="The paper's three pairs; a set with itself (e.g. mnist1-mnist1) compares "
             "networks trained on the same data from different seeds: a reference spread.",
         )
-        pairing = middle.radio(
+        pairing = st.radio(
             "Which replicates are compared",
             PAIRINGS,
             index=PAIRINGS.index("seed"),
@@ -160,7 +161,7 @@ def _form() -> tuple[Settings, bool]:
             format_func={"seed": "seed i with seed i (the paper)",
                          "all": "every seed with every seed"}.get,
         )  # fmt: skip
-        measures = right.pills(
+        measures = c3.pills(
             "Measures",
             MEASURES,
             selection_mode="multi",
@@ -169,13 +170,14 @@ def _form() -> tuple[Settings, bool]:
             bind="query-params",
             help="Two readings of the paper's formula (explained below the figure).",
         )
-        shared_init = right.checkbox(
-            "Seed i of every training set starts from the same initialization",
+        shared_init = c4.checkbox(
+            "Shared initialization",
             value=True,
             key="sim_shared_init",
             bind="query-params",
-            help="As one training script run per seed would do. Off: every network has its "
-            "own initialization (the parameter reading then loses its meaning).",
+            help="Seed i of every training set starts from the same initial weights, as one "
+            "training script run per seed would do. Off: every network has its own "
+            "initialization (the parameter reading then loses its meaning).",
         )
         submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
     settings = Settings(
@@ -285,9 +287,11 @@ MEASURE_SENTENCES = {
 
 
 def _summary(main: pd.DataFrame) -> pd.DataFrame:
+    """Comparisons, mean, min and max per measure and pair (in the table's order)."""
     grouped = main.groupby(["measure", "pair"], sort=False)["similarity"]
     table = grouped.agg(comparisons="count", mean="mean", min="min", max="max").reset_index()
-    return table
+    order = {m: i for i, m in enumerate(dict.fromkeys(main["measure"]))}
+    return table.sort_values("measure", key=lambda c: c.map(order), kind="stable")
 
 
 @st.fragment
@@ -323,6 +327,10 @@ def _figure5(record_main: pd.DataFrame, measures: tuple[str, ...]) -> None:
 
 
 # ----------------------------------------------------------------------------- spectra
+def _sub(k: int) -> str:
+    return str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+
 @st.fragment
 def _spectra(spectra: pd.DataFrame) -> None:
     datasets = list(dict.fromkeys(spectra["dataset"]))
@@ -336,7 +344,7 @@ def _spectra(spectra: pd.DataFrame) -> None:
         bind="query-params",
     )
     relative = middle.toggle(
-        "Divide by the largest (λ_k / λ_1)", value=True, key="sim_relative", bind="query-params"
+        "Divide by the largest (λₖ / λ₁)", value=True, key="sim_relative", bind="query-params"
     )
     log_x = right.toggle("Log index axis", value=True, key="sim_log_x", bind="query-params")
     chosen = [d for d in datasets if d in (chosen or ())] or datasets
@@ -344,18 +352,23 @@ def _spectra(spectra: pd.DataFrame) -> None:
     with LIGHT.hold():
         figure = ntk_spectra_figure(spectra, models=models, relative=relative, log_x=log_x)
         st.plotly_chart(figure, key="sim_spectra", config={"displaylogo": False})
+    # λ_k / λ_1 at k = 10, 11, 100, averaged over each training set's networks
     by_index = spectra.pivot_table(index="model", columns="index", values="eigenvalue")
-    k = min(9, by_index.shape[1] - 1)
-    ratio = (by_index[k] / by_index[0]).groupby(
-        spectra.groupby("model")["dataset"].first()
-    ).mean()  # λ_(k+1) / λ_1, mean over each training set's networks
+    dataset_of = spectra.groupby("model")["dataset"].first()
+    ks = [k for k in (10, 11, 100) if k <= by_index.shape[1]]
+    ratios = {
+        k: (by_index[k - 1] / by_index[0]).groupby(dataset_of).mean().reindex(chosen) for k in ks
+    }
+    lines = [
+        f"{d}: " + ", ".join(f"λ{_sub(k)}/λ₁ = {ratios[k][d]:.3g}" for k in ks) for d in chosen
+    ]
     st.caption(
         "Eigenvalues of each network's NTK Gram matrix J Jᵀ on the probe images, largest "
         "first (products in float32: values below about 10⁻⁶ of the largest are rounding "
-        f"noise). Mean λ_{k + 1} / λ_1: "
-        + ", ".join(f"{d} {v:.3f}" for d, v in ratio.items())
-        + ". A faster decay means fewer directions of the kernel carry these digits (on our "
-        "data: the Fashion networks')."
+        "noise). The spectrum drops after the 10th eigenvalue (one direction per output). "
+        "Mean over each training set's networks — " + "; ".join(lines) + ". A faster decay "
+        "means fewer directions of the kernel carry these digits (on our data: the Fashion "
+        "networks')."
     )
     common.download_csv(spectra, "ntk-spectra.csv", "Download the spectra (CSV)")
 
@@ -405,8 +418,8 @@ def _heatmap(networks: list[tuple[str, int]]) -> None:
         help="Sum over the 10 outputs of K[(i,a), (j,a)], or one output's kernel.",
     )  # fmt: skip
     normalize = c4.toggle(
-        "Normalize (k_ij / √(k_ii k_jj))", value=True, key="sim_heat_normalize",
-        bind="query-params",
+        "Normalize", value=True, key="sim_heat_normalize", bind="query-params",
+        help="Divide k_ij by √(k_ii k_jj): a kernel correlation in [−1, 1].",
     )  # fmt: skip
     dataset, seed = labels[choice]
     model = _network(dataset, seed)
@@ -451,6 +464,23 @@ class_kernel_figure(kernel).show()
     )
 
 
+def _findings() -> None:
+    """What our data shows next to the paper's claim (benchmarks/RESULTS.md)."""
+    with st.container(border=True):
+        st.markdown(
+            "**What our data finds, next to the paper.** The paper reports MNIST1–MNIST2 Jacobians "
+            "“vastly more similar” than MNIST–Fashion ones, which have “nearly zero similarity”. "
+            "On our data (25 seeds, 100 probes, `benchmarks/RESULTS.md`) the *direction* holds "
+            "under both readings of the formula — every MNIST1–MNIST2 similarity exceeds every "
+            "MNIST–Fashion one — but nothing is near zero under the **kernel** reading "
+            "(0.990–0.997 vs 0.76–0.95: trained LeNets' NTKs on the same digits share their "
+            "dominant directions). The **parameter** reading (0.77–0.90 vs 0.25–0.44) comes "
+            "closer to the paper, but it mostly measures the shared initialization: networks "
+            "trained on the *same* data from different seeds score only 0.11–0.19 (try the "
+            "mnist1-mnist1 pair, or untick the shared initialization)."
+        )
+
+
 # ----------------------------------------------------------------------------- the page
 st.title(HEADING)
 st.markdown(
@@ -465,20 +495,6 @@ st.latex(
     r"\operatorname{sim}(A, B) = \frac{\operatorname{tr}(A^\top B B^\top A)}"
     r"{\lVert A A^\top \rVert_F \, \lVert B B^\top \rVert_F} \in [0, 1]."
 )
-with st.container(border=True):
-    st.markdown(
-        "**What our data finds, next to the paper.** The paper reports MNIST1–MNIST2 Jacobians "
-        "“vastly more similar” than MNIST–Fashion ones, which have “nearly zero similarity”. "
-        "On our data (25 seeds, 100 probes, `benchmarks/RESULTS.md`) the *direction* holds "
-        "under both readings of the formula — every MNIST1–MNIST2 similarity exceeds every "
-        "MNIST–Fashion one — but nothing is near zero under the **kernel** reading "
-        "(0.990–0.997 vs 0.76–0.95: trained LeNets' NTKs on the same digits share their "
-        "dominant directions). The **parameter** reading (0.77–0.90 vs 0.25–0.44) comes "
-        "closer to the paper, but it mostly measures the shared initialization: networks "
-        "trained on the *same* data from different seeds score only 0.11–0.19 (try the "
-        "mnist1-mnist1 pair, or untick the shared initialization)."
-    )
-
 settings, submitted = _form()
 if not settings.pairs or not settings.measures:
     st.error("Choose at least one pair of training sets and one measure.")
@@ -513,6 +529,7 @@ if record is None:
         "Jacobians of nine networks in about 25 s of CPU time once they are trained (longer "
         "when the machine is busy); a bar shows what runs."
     )
+    _findings()
     run_settings = settings
     heat_networks = [(d, s) for d in DATASETS for s in range(int(PRESET_SIZES["small"]["seeds"]))]
 else:
@@ -520,6 +537,7 @@ else:
                                "measures": tuple(record.inputs["measures"])})  # fmt: skip
     tables: ExperimentTables = record.result
     st.subheader("Similarity across seeds (Figure 5)")
+    _findings()
     st.caption(
         f"{len(tables['main']) // len(run_settings.measures)} comparisons of networks trained "
         f"with seeds {', '.join(str(s) for s in sorted(set(tables['models']['seed'])))}, "

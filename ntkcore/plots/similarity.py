@@ -261,7 +261,7 @@ def ntk_spectra_figure(
         )
         titled.add(dataset)
     fig.update_yaxes(
-        type="log", title_text="λ_k / λ_1" if relative else "eigenvalue λ_k", exponentformat="power"
+        type="log", title_text="λₖ / λ₁" if relative else "eigenvalue λₖ", exponentformat="power"
     )
     fig.update_xaxes(type="log" if log_x else "linear", title_text="index k (largest first)")
     fig.update_layout(
