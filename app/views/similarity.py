@@ -201,17 +201,18 @@ def _training_seed(s: Settings, dataset: str, replicate: int) -> int:
     return 3 * replicate + list(DATASETS).index(dataset)
 
 
-def _replicate(dataset: str, seed: int) -> zoo.Preset:
-    """The zoo entry of one network of the experiment (same cache key as its training)."""
+def _replicate(dataset: str, seed: int) -> tuple[zoo.Preset, bool]:
+    """The zoo entry of one network of the experiment (same cache key as its training) and
+    whether it is a registered preset (``python -m ntkcore.zoo build`` trains those)."""
     name, data_kw = DATASETS[dataset]
-    for p in zoo.PRESETS["workshop"]:  # a registered preset: trained by `zoo build`
+    for p in zoo.PRESETS["workshop"]:
         if (p.arch, p.dataset, dict(p.data_kw), p.seed) == ("lenet3", name, data_kw, seed) and (
             dict(p.hyper).items() >= TRAINING.items()
         ):
-            return p
-    return zoo.Preset(f"{dataset}-lenet3-seed{seed}", "lenet3", name,
+            return p, True
+    return zoo.Preset(f"similarity-{dataset}-seed{seed}", "lenet3", name,
                       f"LeNet on {DATASET_LABELS[dataset]} (seed {seed})",
-                      TRAINING, data_kw, seed, listed=False)  # fmt: skip
+                      dict(TRAINING), data_kw, seed, listed=False), False  # fmt: skip
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
@@ -223,7 +224,7 @@ def _known_cached() -> set[tuple[str, int, str]]:
 def _is_cached(dataset: str, seed: int) -> bool:
     key = (dataset, seed, repr(sorted(TRAINING.items())))
     known = _known_cached()
-    if key not in known and _replicate(dataset, seed).is_cached():
+    if key not in known and _replicate(dataset, seed)[0].is_cached():
         known.add(key)
     return key in known
 
@@ -240,14 +241,14 @@ def _to_train(s: Settings) -> list[str]:
 
 @st.cache_resource(max_entries=12, show_spinner=False)
 def _cached_network(dataset: str, seed: int, training: str) -> nn.Module:
-    return _replicate(dataset, seed).load()  # on disk: loading takes milliseconds
+    return _replicate(dataset, seed)[0].load()  # on disk: loading takes milliseconds
 
 
 def _network(dataset: str, seed: int) -> nn.Module | None:
     """A trained network of the experiment. A registered zoo preset trains on first use (with
     a progress bar); any other must have been trained by a run (else ``None``)."""
-    preset = _replicate(dataset, seed)
-    if preset.id in {p.id for p in zoo.PRESETS["workshop"]}:
+    preset, registered = _replicate(dataset, seed)
+    if registered:
         return common.preset_model(preset.id)
     if not _is_cached(dataset, seed):
         return None
