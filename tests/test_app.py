@@ -25,10 +25,28 @@ from tests.figures import values as _values
 APP = Path(__file__).resolve().parents[1] / "app"
 ENTRY = APP / "streamlit_app.py"
 
-#: Page file (relative to app/) -> trace names its first figure must contain.
+#: Page file (relative to app/) -> trace names its first figure must contain (for pages in
+#: RUN_FIRST: once their Run button was pressed).
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
+    "views/similarity.py": {"mnist1-mnist2 · kernel", "mnist1-mnist2 · parameter"},
 }
+
+
+def _run_similarity(at: AppTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Press Run on the smallest options: 2 seeds of MNIST1 and MNIST2 (4 LeNet-3s trained
+    for one epoch: the model cache may be cold), 10 probe images."""
+    from ntkcore.experiments import similarity
+
+    monkeypatch.setitem(similarity.TRAINING, "epochs", 1)
+    at.number_input(key="sim_seeds").set_value(2)
+    at.number_input(key="sim_probes").set_value(10)
+    at.pills(key="sim_pairs").set_value(["mnist1-mnist2"])
+    at.button[0].click().run(timeout=FIRST_RUN_TIMEOUT)
+
+
+#: Pages whose figures need a Run first -> what presses it with tiny options.
+RUN_FIRST = {"views/similarity.py": _run_similarity}
 
 #: The first run may train the source network when the model cache is cold.
 FIRST_RUN_TIMEOUT = 300.0
@@ -87,9 +105,12 @@ def test_every_page_file_is_registered_and_tested():
 
 
 @pytest.mark.parametrize("page", sorted(PAGES))
-def test_page_renders_with_expected_traces(page: str):
+def test_page_renders_with_expected_traces(page: str, monkeypatch: pytest.MonkeyPatch):
     at = _open(page)
     _assert_clean(at)
+    if page in RUN_FIRST:
+        RUN_FIRST[page](at, monkeypatch)
+        _assert_clean(at)
     names = set(_traces(_figure(at)))
     assert PAGES[page] <= names, f"missing traces {PAGES[page] - names}"
 
