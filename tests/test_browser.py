@@ -170,6 +170,7 @@ def test_similarity_run_from_a_link_matches_the_library(
         )
         assert page.get_by_text("done in").count() >= 1
         assert page.locator('[data-testid="stException"]').count() == 0
+        page.locator('[data-testid="stTable"] tbody tr').first.wait_for(timeout=30_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "similarity-after-run.png"))
         assert "sim_seeds=2" in page.url and "sim_pairs=mnist1-mnist2" in page.url

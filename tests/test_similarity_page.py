@@ -181,6 +181,25 @@ def test_heatmap_matches_ntk_by_class():
     assert any("MNIST2 (seed 1)" in c.value for c in at.caption)
 
 
+def test_reproduce_snippets_run_and_give_the_pages_numbers(monkeypatch: pytest.MonkeyPatch):
+    at = _press_run(_open())
+    snippets = [c.value for c in at.code]
+    assert len(snippets) == 2 and "jacobian_similarity(" in snippets[0]
+    assert "ntk_by_class(" in snippets[1]
+    monkeypatch.setattr("plotly.graph_objects.Figure.show", lambda self, *a, **k: None)
+    run_namespace: dict[str, Any] = {}
+    exec(snippets[0], run_namespace)  # noqa: S102 (the page's own snippet)
+    main = run_namespace["tables"]["main"]
+    means = main.groupby(["measure", "pair"])["similarity"].mean()
+    summary = _summary(at)
+    for key, mean in means.items():
+        assert summary.loc[key, "mean"] == pytest.approx(mean, abs=1e-6)
+    heat_namespace: dict[str, Any] = {}
+    exec(snippets[1], heat_namespace)  # noqa: S102
+    z = values(_figures(at)["finite NTK"]["data"][0]["z"]).astype(np.float64)
+    np.testing.assert_allclose(z, heat_namespace["kernel"].gram, rtol=1e-5, atol=1e-6)
+
+
 def test_workshop_presets_are_the_pages_default_networks(monkeypatch: pytest.MonkeyPatch):
     """``zoo build --preset workshop`` trains exactly what the page's default run loads."""
     monkeypatch.setitem(experiment.TRAINING, "epochs", 20)  # the real value

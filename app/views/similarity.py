@@ -292,7 +292,8 @@ def _summary(main: pd.DataFrame) -> pd.DataFrame:
     grouped = main.groupby(["measure", "pair"], sort=False)["similarity"]
     table = grouped.agg(comparisons="count", mean="mean", min="min", max="max").reset_index()
     order = {m: i for i, m in enumerate(dict.fromkeys(main["measure"]))}
-    return table.sort_values("measure", key=lambda c: c.map(order), kind="stable")
+    table = table.sort_values("measure", key=lambda c: c.map(order), kind="stable")
+    return table.reset_index(drop=True)
 
 
 @st.fragment
@@ -320,9 +321,9 @@ def _figure5(record_main: pd.DataFrame, measures: tuple[str, ...]) -> None:
     st.markdown("  \n".join(MEASURE_SENTENCES[m] for m in shown))
     summary = _summary(record_main[record_main["measure"].isin(shown)])
     st.table(
-        summary.style.format({"mean": "{:.4f}", "min": "{:.4f}", "max": "{:.4f}"}).hide(
-            axis="index"
-        )
+        summary.style.format({"mean": "{:.4f}", "min": "{:.4f}", "max": "{:.4f}"}),
+        hide_index=True,
+        width="content",
     )
     common.download_csv(record_main, "jacobian-similarity.csv", "Download the similarities (CSV)")
 
@@ -360,17 +361,18 @@ def _spectra(spectra: pd.DataFrame) -> None:
     ratios = {
         k: (by_index[k - 1] / by_index[0]).groupby(dataset_of).mean().reindex(chosen) for k in ks
     }
-    lines = [
-        f"{d}: " + ", ".join(f"λ{_sub(k)}/λ₁ = {ratios[k][d]:.3g}" for k in ks) for d in chosen
-    ]
+    decay = pd.DataFrame(
+        {f"λ{_sub(k)} / λ₁": ratios[k].to_numpy() for k in ks}, index=pd.Index(chosen)
+    ).rename_axis("trained on").reset_index()
     st.caption(
         "Eigenvalues of each network's NTK Gram matrix J Jᵀ on the probe images, largest "
         "first (products in float32: values below about 10⁻⁶ of the largest are rounding "
         "noise). The spectrum drops after the 10th eigenvalue (one direction per output). "
-        "Mean over each training set's networks — " + "; ".join(lines) + ". A faster decay "
-        "means fewer directions of the kernel carry these digits (on our data: the Fashion "
-        "networks')."
+        "A faster decay means fewer directions of the kernel carry these digits (on our "
+        "data: the Fashion networks'). Means over each training set's networks:"
     )
+    st.table(decay.style.format("{:.3g}", subset=decay.columns[1:]), hide_index=True,
+             width="content")  # fmt: skip
     common.download_csv(spectra, "ntk-spectra.csv", "Download the spectra (CSV)")
 
 
@@ -450,11 +452,11 @@ def _heatmap(networks: list[tuple[str, int]]) -> None:
     name, data_kw = DATASETS[dataset]
     common.reproduce(
         f"""
-from ntkcore import zoo
+from ntkcore import data, zoo
 from ntkcore.experiments.similarity import TRAINING, ntk_by_class
 from ntkcore.plots import class_kernel_figure
 
-task = data.load({name!r}, **{data_kw!r})
+task = data.load({name!r}{"".join(f", {k}={v!r}" for k, v in data_kw.items())})
 model = zoo.fetch("lenet3", {name!r}, {seed}, task=task, data_kw={data_kw!r}, **TRAINING).model
 mnist1 = data.load("mnist")
 x, y = mnist1.source
