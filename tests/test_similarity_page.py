@@ -89,6 +89,22 @@ def test_default_view_explains_and_waits_for_run():
     assert not at.table  # nothing computed on load
 
 
+def test_full_preset_offered_with_a_gpu_and_fills_the_form(monkeypatch: pytest.MonkeyPatch):
+    """With a (faked) CUDA device the preset selector appears; "full" fills the paper's sizes.
+    Nothing is run: the check is the form's wiring."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake GPU")
+    at = _open()
+    assert not any("offered only when the server has a GPU" in c.value for c in at.caption)
+    at.segmented_control(key="sim_preset").set_value("full").run()
+    _assert_clean(at)
+    sizes = experiment._PRESETS["full"]
+    assert at.number_input(key="sim_seeds").value == sizes["seeds"] == 25
+    assert at.number_input(key="sim_probes").value == sizes["n_probe"] == 2000
+    reproduce = at.code[0].value
+    assert "preset='full', seeds=25, n_probe=2000" in reproduce and "device='cuda'" in reproduce
+
+
 def test_run_matches_library_and_view_controls_do_not_rerun(monkeypatch: pytest.MonkeyPatch):
     calls = []
     real = experiment.jacobian_similarity
