@@ -119,7 +119,7 @@ def _form() -> tuple[Settings, bool]:
             f"{MAX_SEEDS} seeds and {MAX_PROBES} probe images."
         )
     with st.form("sim_form", border=True):
-        c1, c2, c3, c4 = st.columns([1, 1, 1, 1], gap="medium")
+        c1, c2, c3 = st.columns([1, 1, 1.6], gap="medium")
         seeds = c1.number_input(
             "Seeds per training set",
             min_value=2,
@@ -170,7 +170,7 @@ def _form() -> tuple[Settings, bool]:
             bind="query-params",
             help="Two readings of the paper's formula (explained below the figure).",
         )
-        shared_init = c4.checkbox(
+        shared_init = c3.checkbox(
             "Shared initialization",
             value=True,
             key="sim_shared_init",
@@ -336,7 +336,7 @@ def _sub(k: int) -> str:
 @st.fragment
 def _spectra(spectra: pd.DataFrame) -> None:
     datasets = list(dict.fromkeys(spectra["dataset"]))
-    left, middle, right = st.columns([2, 1, 1])
+    left, middle, right = st.columns([1.6, 1, 1])
     chosen = left.pills(
         "Networks trained on",
         datasets,
@@ -346,9 +346,10 @@ def _spectra(spectra: pd.DataFrame) -> None:
         bind="query-params",
     )
     relative = middle.toggle(
-        "Divide by the largest (λₖ / λ₁)", value=True, key="sim_relative", bind="query-params"
+        "Relative (λₖ / λ₁)", value=True, key="sim_relative", bind="query-params",
+        help="Divide each network's eigenvalues by its largest.",
     )
-    log_x = right.toggle("Log index axis", value=True, key="sim_log_x", bind="query-params")
+    log_x = right.toggle("Log k axis", value=True, key="sim_log_x", bind="query-params")
     chosen = [d for d in datasets if d in (chosen or ())] or datasets
     models = list(dict.fromkeys(spectra.loc[spectra["dataset"].isin(chosen), "model"]))
     with LIGHT.hold():
