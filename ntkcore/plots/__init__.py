@@ -16,15 +16,29 @@ from ntkcore.plots.regression import (
     band_trace_name,
     posterior_band_figure,
 )
+from ntkcore.plots.timing import (
+    FISHER_UNITS,
+    REFERENCE_TRACE,
+    TIMING_UNITS,
+    fisher_cost_figure,
+    fisher_speedups,
+    timing_figure,
+)
 
 __all__ = [
+    "FISHER_UNITS",
+    "REFERENCE_TRACE",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_MEAN",
     "TRACE_NETWORK",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
+    "TIMING_UNITS",
     "band_trace_name",
+    "fisher_cost_figure",
+    "fisher_speedups",
     "image_strip_figure",
     "posterior_band_figure",
+    "timing_figure",
 ]
