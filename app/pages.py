@@ -54,4 +54,12 @@ PAGES: tuple[PageSpec, ...] = (
         "Adapt a trained network to a new task",
         "Explore",
     ),
+    PageSpec(
+        "views/timing.py",
+        "Timing",
+        ":material/speed:",
+        "timing",
+        "Timing: how fast is linearized inference on this device?",
+        "Explore",
+    ),
 )

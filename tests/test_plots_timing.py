@@ -24,6 +24,7 @@ from ntkcore.plots import (
     fisher_cost_figure,
     fisher_speedups,
     timing_figure,
+    timing_growth,
 )
 
 
@@ -144,6 +145,20 @@ def test_unconverged_points_are_open_and_unmeasured_rows_left_out(n_table):
     assert list(function.marker.symbol) == ["circle-open", "circle", "circle"]
     assert "did not converge" in function.hovertext[0]
     np.testing.assert_allclose(function.x, [100, 400, 1600])  # the skipped row is not drawn
+
+
+def test_growth_compares_the_ends_of_the_sweep(n_table):
+    growth = timing_growth(n_table).set_index("method")
+    assert list(growth.index) == ["function", "parameter-fd"]
+    assert growth.loc["function", "x_from"] == 100 and growth.loc["function", "x_to"] == 1600
+    assert growth.loc["function", "x_ratio"] == pytest.approx(16.0)
+    assert growth.loc["function", "y_ratio"] == pytest.approx(16.0)  # t = 1e-3 n
+    assert growth.loc["parameter-fd", "y_ratio"] == pytest.approx(4.0)  # t ∝ sqrt(n)
+    assert growth.loc["parameter-fd", "y_to"] == pytest.approx(0.4)
+    one_size = n_table[n_table["n"] == 100]
+    assert timing_growth(one_size).empty
+    with pytest.raises(ValueError, match="unit must be one of"):
+        timing_growth(n_table, unit="minutes")
 
 
 def test_timing_figure_rejects_bad_input(n_table):

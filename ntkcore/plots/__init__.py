@@ -23,6 +23,7 @@ from ntkcore.plots.timing import (
     fisher_cost_figure,
     fisher_speedups,
     timing_figure,
+    timing_growth,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "image_strip_figure",
     "posterior_band_figure",
     "timing_figure",
+    "timing_growth",
 ]

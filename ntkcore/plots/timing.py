@@ -34,6 +34,7 @@ __all__ = [
     "fisher_cost_figure",
     "fisher_speedups",
     "timing_figure",
+    "timing_growth",
 ]
 
 #: ``unit -> (column, axis title)`` of :func:`timing_figure`. ``forward passes`` is the
@@ -311,6 +312,45 @@ def timing_figure(
         yaxis={"title": y_title, "type": axis_type},
     )
     return fig
+
+
+def timing_growth(table: pd.DataFrame, *, unit: str = "seconds") -> pd.DataFrame:
+    """How much each method's cost grew across the sweep (what the curves' slopes say).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Rows of one sweep, as for :func:`timing_figure`.
+    unit : str
+        One of :data:`TIMING_UNITS`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method with at least two measured sizes: ``method``, ``x_from``, ``x_to``
+        (smallest and largest n or p measured), ``y_from``, ``y_to`` (medians over repeats
+        there), ``x_ratio`` and ``y_ratio`` (linear scaling: ``y_ratio ≈ x_ratio``).
+    """
+    table = _check_table(table, _TIMING_COLUMNS, "timing table")
+    sweeps = list(dict.fromkeys(table["sweep"]))
+    if len(sweeps) != 1 or sweeps[0] not in _SWEEP_AXIS:
+        raise ValueError(f"timing table must hold one sweep, 'n' or 'p'; got {sweeps}")
+    column, _ = _check_unit(unit, TIMING_UNITS)
+    measured = _measured(table, column)
+    rows = []
+    for method in dict.fromkeys(table["method"]):
+        medians = (
+            measured[measured["method"] == method].groupby(sweeps[0])[column].median().sort_index()
+        )
+        if len(medians) < 2:
+            continue
+        x_from, x_to = float(medians.index[0]), float(medians.index[-1])
+        y_from, y_to = float(medians.iloc[0]), float(medians.iloc[-1])
+        rows.append({"method": method, "x_from": x_from, "x_to": x_to, "y_from": y_from,
+                     "y_to": y_to, "x_ratio": x_to / x_from, "y_ratio": y_to / y_from})
+    return pd.DataFrame(
+        rows, columns=["method", "x_from", "x_to", "y_from", "y_to", "x_ratio", "y_ratio"]
+    )
 
 
 def fisher_speedups(
