@@ -74,6 +74,12 @@ _FUNCTIONS: dict[str, Callable[..., pd.DataFrame]] = {
     "timing-p": timing_vs_p,
     "fisher-products": fisher_products,
 }
+#: Names in ``ntkcore.experiments.timing``, for the Reproduce snippet.
+_FUNCTION_NAMES = {
+    "timing-n": "timing_vs_n",
+    "timing-p": "timing_vs_p",
+    "fisher-products": "fisher_products",
+}
 
 # Option grids: the CPU offers sizes that finish in seconds to a minute, a GPU the paper's.
 SIZES = (50, 100, 250, 500, 1000, 2000, 4000, 8000) + (
@@ -160,7 +166,8 @@ class Request:
         for key, value in self.options.items():
             shown = tuple(value) if isinstance(value, list) else value
             args.append(f"{key}={shown!r}")
-        return f"{_FUNCTIONS[self.experiment].__name__}({', '.join(args)}, device={str(DEVICE)!r})"
+        name = _FUNCTION_NAMES[self.experiment]
+        return f"{name}({', '.join(args)}, device={str(DEVICE)!r})"
 
 
 def _sweep_form(experiment: str, preset: str) -> tuple[Request | None, bool]:
@@ -340,16 +347,18 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     units = FISHER_UNITS if fisher else TIMING_UNITS
     methods = list(dict.fromkeys(table["method"]))
     suffix = "fisher_" if fisher else ""
-    left, middle, right = st.columns([3, 1.2, 3], vertical_alignment="bottom")
-    unit = left.radio(
-        "Show", tuple(units), index=0, key=f"{suffix}unit", bind="query-params",
-        horizontal=True,
+    left, middle, right = st.columns([2.3, 1, 2.7], vertical_alignment="bottom")
+    unit = left.segmented_control(
+        "Show", tuple(units), default=next(iter(units)), required=True, key=f"{suffix}unit",
+        bind="query-params",
         help="Seconds on this device, or the cost in forward passes of the same network on "
-        "the same inputs (comparable across machines).",
+        "the same inputs (comparable across machines)."
+        + ("" if fisher else " 'fit seconds' leaves predict out."),
     )
     log_axes = middle.toggle("Log axes", value=True, key=f"{suffix}log", bind="query-params")
-    shown = right.multiselect(
-        "Methods shown", methods, default=methods, key=f"{suffix}shown", bind="query-params"
+    shown = right.pills(
+        "Methods shown", methods, selection_mode="multi", default=methods,
+        key=f"{suffix}shown", bind="query-params",
     )
     if not shown:
         st.info("Select at least one method to show.")
@@ -428,11 +437,11 @@ def _fisher_summary(request: Request, table: pd.DataFrame) -> None:
         )
         per_arch = ", ".join(f"{r.arch} {r.speedup:.1f}×" for r in speedups.itertuples())
         st.markdown(
-            f"Finite-difference Fisher-vector products were faster than autograd by "
-            f"{per_arch} here; the paper reports about **30×** on its GPU for AlexNet, "
-            "PreResNets and a WideResNet at batch 256. The gain grows with the network's depth "
-            "and the batch (autograd's double backward pays for a second graph); on a CPU with "
-            "small batches it is smaller."
+            f"Autograd time ÷ fd time per vector here: {per_arch} (above 1: fd is faster). "
+            "The paper reports about **30×** on its GPU for AlexNet, PreResNets and a "
+            "WideResNet at batch 256: autograd's double backward costs most for deep "
+            "convolutional networks and large batches, so on a CPU with small batches the gap "
+            "is smaller (`benchmarks/RESULTS.md` has this repository's GPU measurements)."
         )
     bad = table[(table["method"] != "exact") & (table["rel_error"] > 1e-2)]
     if len(bad):
@@ -445,7 +454,7 @@ def _fisher_summary(request: Request, table: pd.DataFrame) -> None:
 
 
 def _reproduce(request: Request) -> None:
-    function = _FUNCTIONS[request.experiment].__name__
+    function = _FUNCTION_NAMES[request.experiment]
     figure = "fisher_cost_figure" if request.experiment == "fisher-products" else "timing_figure"
     common.reproduce(
         f"""
@@ -516,30 +525,33 @@ with form_col:
         help="Fills in the options below: small runs in under a minute on a CPU; full uses "
         "the paper's sizes.",
     )
+    if experiment == "fisher-products":
+        request, submitted = _fisher_form(str(preset))
+    else:
+        request, submitted = _sweep_form(experiment, str(preset))
     if not HAS_GPU:
         st.caption(
             "The **full** preset (the paper's sizes: n up to 100,000 at p = 803,601, p up to "
             "10⁸, six CIFAR networks at batch 256) is offered only when a CUDA GPU is "
             "present: on this CPU it would take hours and more memory than it has."
         )
-    if experiment == "fisher-products":
-        request, submitted = _fisher_form(str(preset))
-    else:
-        request, submitted = _sweep_form(experiment, str(preset))
 
 with result_col:
     record: RunRecord | None = None
+    # one slot for the live figure while measuring and for the explanation when nothing is
+    # measured yet, so that a run's first points replace the explanation in place
+    progress_area = st.container()
+    slot = st.empty()
     if request is not None:
-        progress_area = st.container()
-        live = st.empty()
         if submitted:
+            slot.info("Measuring: the points appear here as they are measured.")
             with progress_area:
-                record = _run(request, live)
+                record = _run(request, slot)
         if record is None:
             record = RESULTS.get(request.page, request.inputs) or last_record(request.page)
         show_record_status(request.page, record, request.inputs)
     if record is None:
-        st.markdown(
+        slot.markdown(
             "**Nothing measured yet for these settings.** Choose the options on the left and "
             "press **Run**: the small preset takes 30–50 s on a busy two-core CPU, with a "
             "progress bar, and the points appear as they are measured."

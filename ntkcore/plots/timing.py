@@ -146,6 +146,34 @@ def _failed(converged: object) -> bool:
     return not bool(converged)
 
 
+def _log_ticks(values: Sequence[float]) -> list[float]:
+    """Ticks at 1, 2, 5 × 10^k covering ``values`` (Plotly's log axes label minor ticks with
+    bare digits, "2 3 … 9", which readers take for values)."""
+    values = [float(v) for v in values if np.isfinite(v) and v > 0]
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    # about 4 to 10 ticks: finer steps within a decade, decades only beyond three
+    span = high / low
+    if span <= 10:
+        mantissas: tuple[float, ...] = (1, 1.5, 2, 3, 4, 5, 6, 8)
+    elif span <= 1000:
+        mantissas = (1, 2, 5)
+    else:
+        mantissas = (1,)
+    ticks = [
+        float(f"{m * 10.0**k:.3g}")
+        for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+        for m in mantissas
+    ]
+    inside = [t for t in ticks if low / 1.5 <= t <= high * 1.5]
+    return inside if len(inside) >= 2 else ticks
+
+
+def _tick_text(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1000 else f"{value:g}"
+
+
 def _fmt(value: object, spec: str) -> str:
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -302,14 +330,23 @@ def timing_figure(
             )
         )
     axis_type = "log" if log_axes else "linear"
+    xaxis: dict = {"title": _SWEEP_AXIS[sweep], "type": axis_type}
+    yaxis: dict = {"title": y_title, "type": axis_type}
+    if log_axes and centre_x:
+        # ticks at the measured sizes, and at 1-2-5 steps for the times
+        x_ticks = sorted(set(centre_x))
+        xaxis.update(tickvals=x_ticks, ticktext=[f"{v:,.0f}" for v in x_ticks])
+        reference = [v for t in fig.data if t.name == REFERENCE_TRACE[sweep] for v in t.y]
+        y_ticks = _log_ticks([*centre_y, *reference])
+        yaxis.update(tickvals=y_ticks, ticktext=[_tick_text(v) for v in y_ticks])
     fig.update_layout(
         title=_title(_SWEEP_TITLE[sweep], _device_label(table, device), title),
         height=height,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
         hovermode="closest",
-        xaxis={"title": _SWEEP_AXIS[sweep], "type": axis_type},
-        yaxis={"title": y_title, "type": axis_type},
+        xaxis=xaxis,
+        yaxis=yaxis,
     )
     return fig
 
@@ -432,6 +469,7 @@ def fisher_cost_figure(
         else pd.Series(dtype=float)
     )
     fig = go.Figure()
+    drawn: list[float] = []
     for index, method in enumerate(shown):
         rows = table[table["method"] == method]
         values = pd.to_numeric(rows[column], errors="coerce")
@@ -444,6 +482,7 @@ def fisher_cost_figure(
         y = np.array([float(g[column].median()) for g in stats])
         low = np.array([float(g[column].min()) for g in stats])
         high = np.array([float(g[column].max()) for g in stats])
+        drawn += [*low, *high]
         text = [
             f"{speedups[a]:.1f}×" if method == "fd" and a in speedups.index else ""
             for a in arch_order
@@ -486,4 +525,7 @@ def fisher_cost_figure(
         xaxis={"title": "architecture (CIFAR-sized inputs)"},
         yaxis={"title": y_title, "type": "log" if log_axis else "linear"},
     )
+    if log_axis and drawn:
+        y_ticks = _log_ticks(drawn)
+        fig.update_yaxes(tickvals=y_ticks, ticktext=[_tick_text(v) for v in y_ticks])
     return fig
