@@ -160,6 +160,13 @@ class Request:
         """Everything the result depends on (the process-wide cache key)."""
         return {"experiment": self.experiment, "device": str(DEVICE), **self.options}
 
+    @property
+    def count(self) -> int:
+        """Rows the run will measure (points × methods × repeats)."""
+        o = self.options
+        points = len(o.get("sizes") or o.get("widths") or o.get("archs") or [])
+        return points * len(o["methods"]) * o["repeats"]
+
     def call_text(self) -> str:
         """The exact library call, for the Reproduce expander."""
         args = []
@@ -327,8 +334,8 @@ def _run(request: Request, live: Any) -> RunRecord | None:
     def work(*, progress: Callable[[float, str], None], device: torch.device) -> pd.DataFrame:
         return function(**request.options, progress=progress, device=device, on_row=on_row)
 
-    title = f"{next(k for k, v in EXPERIMENTS.items() if v == request.experiment)} " + (
-        f"({request.options['preset']} preset)"
+    title = f"{next(k for k, v in EXPERIMENTS.items() if v == request.experiment)}: " + (
+        f"{request.count} measurements"
     )
     try:
         return run_heavy(request.page, title, work, inputs=request.inputs, device=DEVICE)
@@ -347,7 +354,7 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     units = FISHER_UNITS if fisher else TIMING_UNITS
     methods = list(dict.fromkeys(table["method"]))
     suffix = "fisher_" if fisher else ""
-    left, middle, right = st.columns([2.3, 1, 2.7], vertical_alignment="bottom")
+    left, middle, right = st.columns([3.3, 1.1, 2.6], vertical_alignment="bottom")
     unit = left.segmented_control(
         "Show", tuple(units), default=next(iter(units)), required=True, key=f"{suffix}unit",
         bind="query-params",
@@ -500,12 +507,12 @@ st.markdown(
     "and fd Fisher-vector products **≈ 30× faster than autograd**."
 )
 st.info(
-    f"Measuring on **{_label()}** · torch {torch.__version__}. "
+    f"Measuring on **{_label()}** · torch {torch.__version__} · "
     + (
-        "Runs use the GPU, one at a time for all visitors."
+        "runs use the GPU, one at a time for all visitors."
         if HAS_GPU
-        else "No GPU here: everything runs on the CPU, one run at a time for all visitors; "
-        "on a shared machine timings vary from run to run (the table keeps CPU seconds too)."
+        else "no GPU here. Runs go one at a time for all visitors; on a shared machine "
+        "timings vary from run to run."
     ),
     icon=":material/speed:",
 )
