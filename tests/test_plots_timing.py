@@ -108,6 +108,18 @@ def test_reference_line_has_slope_one_through_the_geometric_centre(n_table):
     assert ref.line.dash == "dash"
 
 
+def test_log_ticks_are_the_sizes_and_readable_times(n_table):
+    fig = timing_figure(n_table)
+    assert list(fig.layout.xaxis.tickvals) == [100, 400, 1600]
+    assert list(fig.layout.xaxis.ticktext) == ["100", "400", "1,600"]
+    y_ticks, y_text = list(fig.layout.yaxis.tickvals), list(fig.layout.yaxis.ticktext)
+    assert len(set(y_text)) == len(y_text) >= 3  # no bare "2 … 9" minor labels, no repeats
+    assert [float(t) for t in y_text] == pytest.approx(y_ticks)
+    # the ticks cover the drawn times (0.1 s to 1.6 s)
+    assert min(y_ticks) <= 0.1 and max(y_ticks) >= 1.6
+    assert timing_figure(n_table, log_axes=False).layout.xaxis.tickvals is None
+
+
 def test_units_methods_and_linear_axes(n_table):
     fig = timing_figure(n_table, unit="forward passes", methods=["function"], log_axes=False)
     assert [t.name for t in fig.data] == ["function"]  # no slope line in forward passes
@@ -212,10 +224,11 @@ def test_fisher_speedups_are_ratios_of_medians(fisher_table):
     assert fisher_speedups(fisher_table[fisher_table["method"] != "fd"]).empty
 
 
-def test_fisher_figure_groups_bars_per_architecture(fisher_table):
+def test_fisher_figure_groups_dots_per_architecture(fisher_table):
     fig = fisher_cost_figure(fisher_table)
     assert [t.name for t in fig.data] == ["fd", "exact", "autograd"]
-    assert fig.layout.barmode == "group"
+    assert fig.layout.scattermode == "group"
+    assert all(t.offsetgroup == t.name for t in fig.data)
     fd = _trace(fig, "fd")
     assert list(fd.x) == ["mlp<br>p = 1,000", "lenet3<br>p = 500"]
     np.testing.assert_allclose(fd.y, [0.01, 0.02])  # medians of (1, 1.2, 0.9) × base

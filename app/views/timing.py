@@ -354,7 +354,7 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     units = FISHER_UNITS if fisher else TIMING_UNITS
     methods = list(dict.fromkeys(table["method"]))
     suffix = "fisher_" if fisher else ""
-    left, middle, right = st.columns([3.3, 1.1, 2.6], vertical_alignment="bottom")
+    left, middle, right = st.columns([3, 1.4, 2.6], vertical_alignment="bottom")
     unit = left.segmented_control(
         "Show", tuple(units), default=next(iter(units)), required=True, key=f"{suffix}unit",
         bind="query-params",
@@ -379,6 +379,17 @@ def _view(request: Request, table: pd.DataFrame) -> None:
             table, unit=unit, methods=shown, log_axes=log_axes, device=_label()
         )
     st.plotly_chart(figure, key=FIGURE_KEY, config={"displaylogo": False})
+    if fisher and {"fd", "autograd"} <= set(shown):
+        st.caption(
+            "The number beside each fd dot is autograd's time ÷ fd's time (median per vector). "
+            "Bars show the range over repeats; hover a dot for its relative error."
+        )
+    elif not fisher:
+        st.caption(
+            "Open markers: the solver stopped before the residual asked for. Bars show the "
+            "range over repeats; hover a point for its iterations, residual and forward-pass "
+            "count."
+        )
 
 
 def _sweep_summary(request: Request, table: pd.DataFrame) -> None:

@@ -7,7 +7,7 @@ parameters p, Figure 2 left and centre) as log-log curves, one trace per method,
 dashed line of slope one for linear scaling. :func:`fisher_cost_figure` draws the table of
 :func:`~ntkcore.experiments.timing.fisher_products` (the per-vector cost of Fisher-vector
 products by finite differences, Eq. 5, exactly and by autograd, Figure 2 right) as grouped
-bars per architecture; :func:`fisher_speedups` gives the speed-up of one method over another
+dots per architecture; :func:`fisher_speedups` gives the speed-up of one method over another
 per architecture (the paper reports fd ≈ 30× faster than autograd on its GPU).
 
 The functions only arrange measured numbers: medians and ranges over repeats, ratios of
@@ -80,6 +80,7 @@ _COLOURS = {
 _PALETTE = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f")
 _SYMBOLS = {"function": "circle", "parameter": "square", "parameter-fd": "diamond",
             "reference-style": "triangle-up"}  # fmt: skip
+_FISHER_SYMBOLS = {"fd": "diamond", "exact": "square", "autograd": "circle"}
 _REFERENCE_COLOUR = "#555555"
 
 
@@ -431,10 +432,10 @@ def fisher_cost_figure(
 ) -> go.Figure:
     """Per-vector cost of Fisher-vector products per architecture (Figure 2, right).
 
-    Grouped bars: one trace per method, one group per architecture (labelled with its
-    parameter count), the bar at the median over repeats with a range from the fastest to the
-    slowest. With both ``fd`` and ``autograd`` drawn, the ``fd`` bars carry the speed-up over
-    ``autograd`` (:func:`fisher_speedups`) as text.
+    Grouped dots (bars would mislead on a log axis): one trace per method, one group per
+    architecture (labelled with its parameter count), the dot at the median over repeats with
+    a range from the fastest to the slowest. With both ``fd`` and ``autograd`` drawn, the
+    ``fd`` dots carry the speed-up over ``autograd`` (:func:`fisher_speedups`) as text.
 
     Parameters
     ----------
@@ -497,18 +498,21 @@ def fisher_cost_figure(
             for a, g, t in zip(arch_order, stats, text, strict=True)
         ]
         fig.add_trace(
-            go.Bar(
+            go.Scatter(
                 x=[labels[a] for a in arch_order],
                 y=y,
                 name=method,
-                marker={"color": _colour(method, index)},
+                mode="markers+text",
+                offsetgroup=method,
+                marker={"color": _colour(method, index), "size": 12,
+                        "symbol": _FISHER_SYMBOLS.get(method, "circle")},
                 error_y=(
                     {"type": "data", "symmetric": False, "array": high - y,
-                     "arrayminus": y - low, "thickness": 1.2, "width": 3}
+                     "arrayminus": y - low, "thickness": 1.2, "width": 4}
                     if any(len(g) > 1 for g in stats) else None
-                ),  # fmt: skip
+                ),
                 text=text,
-                textposition="outside",
+                textposition="middle left",
                 hovertext=hover,
                 hovertemplate="%{hovertext}<extra></extra>",
             )
@@ -517,7 +521,8 @@ def fisher_cost_figure(
         title=_title(
             "Cost of one Fisher-vector product", _device_label(table, device), title
         ),
-        barmode="group",
+        scattermode="group",
+        scattergap=0.5,
         height=height,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
         legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
