@@ -248,3 +248,34 @@ def test_empty_choice_is_refused(calls):
     _assert_clean(at)
     assert any("at least one" in w.value for w in at.warning)
     assert sum(calls.values()) == 0
+
+
+def test_full_preset_is_offered_with_a_gpu_and_fills_the_form(calls, monkeypatch):
+    """With a (pretend) CUDA device the page offers the full preset, and choosing it fills
+    every option with the paper's sizes; nothing runs until Run (so no GPU is touched)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Pretend GPU")
+    at = _open(PAGE)
+    _assert_clean(at)
+    assert list(at.radio(key="preset").options) == ["small", "full"]
+    assert not any("offered only when a CUDA GPU" in c.value for c in at.caption)
+    assert any("Pretend GPU (cuda)" in i.value for i in at.info)
+    at.radio(key="preset").set_value("full").run()
+    _assert_clean(at)
+    full = timing.preset_options("timing-n", "full")
+    assert at.multiselect(key="sizes").value == list(full["sizes"])
+    assert at.select_slider(key="hidden").value == full["hidden"]
+    assert at.select_slider(key="test_points").value == full["test_points"]
+    at.radio(key="experiment").set_value("Time vs p").run()
+    _assert_clean(at)
+    full_p = timing.preset_options("timing-p", "full")
+    assert at.multiselect(key="widths").value == list(full_p["widths"])
+    assert at.select_slider(key="points").value == full_p["n"]
+    at.radio(key="experiment").set_value("Fisher-vector products").run()
+    _assert_clean(at)
+    full_fisher = timing.preset_options("fisher-products", "full", device="cuda")
+    assert full_fisher["batch"] == 256
+    assert at.multiselect(key="archs").value == list(full_fisher["archs"])
+    assert at.select_slider(key="batch").value == 256
+    assert at.select_slider(key="vectors").value == full_fisher["vectors"]
+    assert sum(calls.values()) == 0
