@@ -9,11 +9,14 @@ from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
     TRACE_CONTEXT,
+    TRACE_IDENTITY,
     TRACE_MEAN,
     TRACE_NETWORK,
+    TRACE_PREDICTIONS,
     TRACE_SOURCE,
     TRACE_TRUTH,
     band_trace_name,
+    parity_figure,
     posterior_band_figure,
 )
 from ntkcore.plots.timing import (
@@ -31,8 +34,10 @@ __all__ = [
     "REFERENCE_TRACE",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
+    "TRACE_IDENTITY",
     "TRACE_MEAN",
     "TRACE_NETWORK",
+    "TRACE_PREDICTIONS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "TIMING_UNITS",
@@ -40,6 +45,7 @@ __all__ = [
     "fisher_cost_figure",
     "fisher_speedups",
     "image_strip_figure",
+    "parity_figure",
     "posterior_band_figure",
     "timing_figure",
     "timing_growth",
