@@ -27,6 +27,7 @@ import torch
 
 from app import common
 from app.compute import (
+    LIGHT,
     RESULTS,
     RunRecord,
     compute_device,
@@ -370,14 +371,15 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     if not shown:
         st.info("Select at least one method to show.")
         return
-    if fisher:
-        figure = fisher_cost_figure(
-            table, unit=unit, methods=shown, log_axis=log_axes, device=_label()
-        )
-    else:
-        figure = timing_figure(
-            table, unit=unit, methods=shown, log_axes=log_axes, device=_label()
-        )
+    with LIGHT.hold():  # figures are Python-heavy work: one session at a time (compute.py)
+        if fisher:
+            figure = fisher_cost_figure(
+                table, unit=unit, methods=shown, log_axis=log_axes, device=_label()
+            )
+        else:
+            figure = timing_figure(
+                table, unit=unit, methods=shown, log_axes=log_axes, device=_label()
+            )
     st.plotly_chart(figure, key=FIGURE_KEY, config={"displaylogo": False})
     if fisher and {"fd", "autograd"} <= set(shown):
         st.caption(
