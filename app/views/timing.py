@@ -355,7 +355,7 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     units = FISHER_UNITS if fisher else TIMING_UNITS
     methods = list(dict.fromkeys(table["method"]))
     suffix = "fisher_" if fisher else ""
-    left, middle, right = st.columns([3, 1.4, 2.6], vertical_alignment="bottom")
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
     unit = left.segmented_control(
         "Show", tuple(units), default=next(iter(units)), required=True, key=f"{suffix}unit",
         bind="query-params",
@@ -363,8 +363,8 @@ def _view(request: Request, table: pd.DataFrame) -> None:
         "the same inputs (comparable across machines)."
         + ("" if fisher else " 'fit seconds' leaves predict out."),
     )
-    log_axes = middle.toggle("Log axes", value=True, key=f"{suffix}log", bind="query-params")
-    shown = right.pills(
+    log_axes = right.toggle("Log axes", value=True, key=f"{suffix}log", bind="query-params")
+    shown = st.pills(
         "Methods shown", methods, selection_mode="multi", default=methods,
         key=f"{suffix}shown", bind="query-params",
     )
