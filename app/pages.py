@@ -59,7 +59,7 @@ PAGES: tuple[PageSpec, ...] = (
         "Timing",
         ":material/speed:",
         "timing",
-        "Timing: how fast is linearized inference on this device?",
+        "Timing: how fast is linearized inference?",
         "Explore",
     ),
 )

@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
-    "timing": ("Timing: how fast is linearized inference on this device?", "function"),
+    "timing": ("Timing: how fast is linearized inference?", "function"),
 }
 #: Pages that draw their figure only after Run: URL path -> query string with tiny options
 #: (the widgets are bound to the URL), then the test presses Run.

@@ -55,7 +55,7 @@ from ntkcore.plots import (
 )
 
 PAGE = "timing"
-HEADING = "Timing: how fast is linearized inference on this device?"
+HEADING = "Timing: how fast is linearized inference?"
 FIGURE_KEY = "timing_figure"
 #: Seconds between two redraws of the live figure while a run reports points.
 LIVE_DRAW_SECONDS = 0.5
@@ -573,8 +573,13 @@ with result_col:
     if record is None:
         slot.markdown(
             "**Nothing measured yet for these settings.** Choose the options on the left and "
-            "press **Run**: the small preset takes 30–50 s on a busy two-core CPU, with a "
-            "progress bar, and the points appear as they are measured."
+            "press **Run** (below them): "
+            + (
+                "the small preset takes seconds on the GPU, the full one minutes or more"
+                if HAS_GPU
+                else "the small preset took 20–60 s per measurement on a busy two-core CPU"
+            )
+            + ". A progress bar shows what runs, and the points appear as they are measured."
         )
     else:
         shown_request = Request(
