@@ -279,6 +279,13 @@ def run_heavy(
 
             result = work(progress=progress, device=device)
         interrupted = False
+    except Exception:
+        # The library refused the settings (a ValueError the page shows) or failed: not an
+        # interruption, so no "press Run again" note.
+        interrupted = False
+        st.session_state.pop(_state_key(page, "interrupted"), None)
+        status.update(label=f"{title} — failed", state="error", expanded=False)
+        raise
     finally:
         if interrupted:
             status.update(label=f"{title} — interrupted", state="error", expanded=False)
