@@ -54,4 +54,12 @@ PAGES: tuple[PageSpec, ...] = (
         "Adapt a trained network to a new task",
         "Explore",
     ),
+    PageSpec(
+        "views/learn.py",
+        "Learn",
+        ":material/school:",
+        "learn",
+        "Learn: linearized networks, one idea at a time",
+        "Learn",
+    ),
 )

@@ -16,6 +16,14 @@ from ntkcore.plots.regression import (
     band_trace_name,
     posterior_band_figure,
 )
+from ntkcore.plots.tour import (
+    fd_error_figure,
+    kernel_heatmap_figure,
+    linearization_path_figure,
+    linearized_function_figure,
+    space_cost_figure,
+    with_test_point,
+)
 
 __all__ = [
     "TRACE_CLICK",
@@ -25,6 +33,12 @@ __all__ = [
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "fd_error_figure",
     "image_strip_figure",
+    "kernel_heatmap_figure",
+    "linearization_path_figure",
+    "linearized_function_figure",
     "posterior_band_figure",
+    "space_cost_figure",
+    "with_test_point",
 ]
