@@ -191,6 +191,8 @@ class LinearizationPath:
         ‖θ‖, to relate α to the size of the weights.
     num_params : int
         p.
+    direction : ndarray, shape (p,)
+        d (float64).
     direction_params : tuple of str
         The parameters the direction d moves.
     """
@@ -199,6 +201,7 @@ class LinearizationPath:
     errors: pd.DataFrame
     theta_norm: float
     num_params: int
+    direction: np.ndarray
     direction_params: tuple[str, ...]
 
     def breaking_alpha(self, threshold: float = 0.1) -> float | None:
@@ -348,6 +351,7 @@ def linearization_path(
         errors=pd.DataFrame(errors),
         theta_norm=float(theta.norm()),
         num_params=lin.num_params,
+        direction=d.numpy(),
         direction_params=moved,
     )
 
