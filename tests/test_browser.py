@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
+    "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
 }
 
 SERVER_START_TIMEOUT = 90.0

@@ -13,7 +13,6 @@ slot); only the timing measurement of section 4 runs behind a button. The numeri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,28 @@ import torch
 import ntkcore
 from app import common
 from app.compute import LIGHT, last_record, run_heavy, show_record_status
+from app.learn_content import (
+    COST_PARAMS,
+    DEFAULT_NETWORK,
+    EXERCISES,
+    FD_POINTS,
+    FD_SCHEMES,
+    FD_STEPS,
+    KERNEL_SCALES,
+    LAYER_LABELS,
+    LAYERS,
+    LINE_GRID,
+    LINE_RANGES,
+    N_GRID,
+    NETWORKS,
+    NOISE_VARIANCES,
+    P_GRID,
+    PRIOR_MEANS,
+    PRIOR_VARIANCES,
+    TASK_DEFAULTS,
+    THRESHOLDS,
+    TIMING_N,
+)
 from ntkcore.experiments import tour
 from ntkcore.plots import posterior_band_figure
 from ntkcore.plots.tour import (
@@ -37,142 +58,6 @@ from ntkcore.plots.tour import (
 
 PAGE = "learn"
 HEADING = "Learn: linearized networks, one idea at a time"
-
-
-@dataclass(frozen=True)
-class Network:
-    """A network of the running example: a zoo preset, trained or at its initialization."""
-
-    preset_id: str
-    trained: bool
-    dataset: str
-    label: str
-
-
-NETWORKS: dict[str, Network] = {
-    "toy-gap-mlp": Network(
-        "toy-gap-mlp", True, "toy-gap", "ReLU MLP, 1 hidden layer of 512 (trained, gap data)"
-    ),
-    "toy-gap-mlp@init": Network(
-        "toy-gap-mlp", False, "toy-gap", "the same ReLU MLP at its initialization (untrained)"
-    ),
-    "sinusoids-mlp": Network(
-        "sinusoids-mlp", True, "sinusoids", "tanh MLP, 3 hidden layers of 40 (trained, sinusoid)"
-    ),
-    "sinusoids-mlp@init": Network(
-        "sinusoids-mlp", False, "sinusoids", "the same tanh MLP at its initialization (untrained)"
-    ),
-}
-DEFAULT_NETWORK = "toy-gap-mlp"
-
-
-def _log_grid(low: int, high: int, per_decade: int = 4) -> tuple[float, ...]:
-    """1, 1.8, 3.2, 5.6 × 10^k for k in [low, high): variances on a log scale."""
-    steps = [10 ** (i / per_decade) for i in range(per_decade)]
-    grid = [float(f"{m * 10.0**k:.2g}") for k in range(low, high) for m in steps]
-    return (*grid, float(10.0**high))
-
-
-NOISE_VARIANCES = _log_grid(-6, 1)
-PRIOR_VARIANCES = _log_grid(-5, 2)
-#: Per task: σ², s² (near the marginal-likelihood optimum of the trained network), x*, n.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy-gap": {"post_noise": 1.0, "post_prior": 0.032, "post_x": 0.0, "post_n": 8},
-    "sinusoids": {"post_noise": 0.001, "post_prior": 0.01, "post_x": 4.0, "post_n": 8},
-}
-LAYERS = {"all": None, "first": "body.0", "last": "head"}
-LAYER_LABELS = {
-    "all": "all layers",
-    "first": "first layer only",
-    "last": "last layer (head) only",
-}
-LINE_RANGES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
-THRESHOLDS = (0.01, 0.05, 0.1, 0.25, 0.5)
-#: Inputs on the line and probe grids; the path figure draws points 10, 20, 30 (¼, ½, ¾).
-LINE_GRID = 41
-P_GRID = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000, 10_000_000)
-N_GRID = tuple(int(v) for v in np.unique(np.round(np.logspace(0, 6, 25)).astype(int)))
-FD_STEPS = tuple(float(f"{v:.3g}") for v in np.logspace(-7, 0, 15))
-FD_POINTS = (16, 32, 64, 128, 256)
-FD_SCHEMES = {"forward": ("forward",), "central": ("central",), "both": ("forward", "central")}
-TIMING_N = (16, 32, 64, 128, 256, 512, 1000)
-
-
-@dataclass(frozen=True)
-class Exercise:
-    title: str
-    question: str
-    look_for: str
-    settings: dict[str, Any]
-
-
-EXERCISES: dict[str, Exercise] = {
-    "breaks": Exercise(
-        "Find where the linearization breaks",
-        "Section 1 now walks a random direction of the trained **tanh** network. At which step "
-        "α does the linearization miss 10% of the network's change? Compare that α with ‖θ‖. "
-        "Then switch the network to the ReLU MLP, and to the untrained tanh MLP.",
-        "The relative error grows about linearly with |α| (the second-order Taylor remainder), "
-        "so there is no sharp edge: the linearization degrades steadily. The trained tanh "
-        "network crosses 10% at a step that is a small fraction of ‖θ‖; the one-layer ReLU "
-        "network, piecewise bilinear in its weights, stays linear much longer.",
-        {"net": "sinusoids-mlp", "line_layers": "all", "line_range": 10.0,
-         "line_threshold": 0.1, "line_seed": 0},
-    ),
-    "exact": Exercise(
-        "Make the linearization exact",
-        "Move only the **last layer** in section 1. Why does the error drop to rounding "
-        "level (about 1e-15) for every α? Then move only the first layer.",
-        "The network is f(x) = W h(x) + b with h the last hidden features: it is linear in the "
-        "head's weights, so its Taylor expansion in them is exact. That is the Bayesian "
-        "last-layer model; the finite NTK adds every other layer's Jacobian to it.",
-        {"net": "toy-gap-mlp", "line_layers": "last", "line_range": 50.0, "line_seed": 0},
-    ),
-    "band": Exercise(
-        "Make the band widen",
-        "In section 3 the test point x* sits among the context points. Make its ±2σ band "
-        "widen: move x* into the gap (x = 0), beyond the data, remove context points, or "
-        "raise s². Which numbers of Eq. 2–3 change?",
-        "Away from the data J* is nearly orthogonal to the context Jacobians, the subtracted "
-        "term of Eq. 3 vanishes and the variance returns to the prior s²‖J*‖² (which grows "
-        "with |x| for a ReLU network). s² scales the prior variance everywhere; σ² sets how "
-        "closely the mean follows the context points.",
-        {"net": "toy-gap-mlp", "post_n": 20, "post_x": 5.0, "post_noise": 1.0,
-         "post_prior": 0.032, "post_mean": "zero"},
-    ),
-    "kernel": Exercise(
-        "Trained kernel vs kernel at initialization",
-        "Section 2 shows the kernel of the ReLU MLP **at its initialization** (the NTK of "
-        "Jacot et al.). Switch the network to the trained one: where did training change the "
-        "similarity between inputs?",
-        "At initialization the cosine similarity of the Jacobians is broad and smooth; after "
-        "training it is structured by the data the network saw (here two clusters around "
-        "±5 and a gap between them). The paper linearizes the trained network so that the "
-        "kernel carries what the source task taught.",
-        {"net": "toy-gap-mlp@init", "kernel_points": 31, "kernel_scale": "cosine"},
-    ),
-    "space": Exercise(
-        "When does parameter space win?",
-        "In section 4, find where the two cost curves cross as you move p. Then choose "
-        "'last layer only' and press **Measure** to time both solves on this machine.",
-        "The cost counts are symmetric in n·o and p: whichever dimension is smaller gives "
-        "the cheaper system, and the engine's auto strategy solves in that space. With only "
-        "the head linearized (p = 513) the measured curves cross near n = p.",
-        {"net": "toy-gap-mlp", "cost_p": 1_000, "cost_linearize": "last"},
-    ),
-    "kinks": Exercise(
-        "Freeze the kinks",
-        "Section 5 compares the finite-difference Fisher product with frozen and live ReLU "
-        "kinks. Why are the curves identical for small ε? Why do they split for large ε, "
-        "most clearly with central differences? Then switch to the tanh network.",
-        "For small ε the rounding error (∝ 1/ε) dominates and no unit crosses its kink. For "
-        "larger ε some ReLUs change sign between θ and θ + εv: with live kinks their error "
-        "decays only like ε^½, so it caps the accuracy; frozen kinks replay the pattern at θ "
-        "and keep the O(ε²) of central differences. A tanh network has no kinks: the two "
-        "curves coincide.",
-        {"net": "toy-gap-mlp", "fd_scheme": "both", "fd_n": 256},
-    ),
-}
 
 
 # ------------------------------------------------------------------------ callbacks
@@ -313,9 +198,14 @@ def _fd(net_id: str, seed: int, n: int, scheme: str,
 
 # ------------------------------------------------------------------------- formatting
 def _fmt(value: float, digits: int = 4) -> str:
-    """A number for LaTeX: 4 significant digits, powers of ten as ×10^k."""
+    """A number for LaTeX: ``digits`` significant digits, ×10^k outside [1e-3, 1e5)."""
     value = float(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
+    if value == 0:
+        return "0"
+    if 1 <= abs(value) < 1e5:
+        decimals = max(digits - 1 - math.floor(math.log10(abs(value))), 0)
+        return f"{value:.{decimals}f}"
+    if 1e-3 <= abs(value) < 1:
         return f"{value:.{digits}g}"
     mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
     return rf"{mantissa}\times 10^{{{int(exponent)}}}"
@@ -502,7 +392,7 @@ k1, k2 = st.columns(2)
 kernel_points = k1.slider("Probe points", min_value=5, max_value=61, value=25, step=1,
                           key="kernel_points", bind="query-params")
 kernel_scale = k2.radio(
-    "Show", ("cosine", "kernel"),
+    "Show", KERNEL_SCALES,
     format_func={"cosine": "cosine similarity of the Jacobians",
                  "kernel": "the kernel J Jᵀ itself"}.get,
     key="kernel_scale", bind="query-params", horizontal=True,
@@ -561,7 +451,7 @@ post_noise = p2.select_slider("Noise variance σ²", NOISE_VARIANCES,
 post_prior = p2.select_slider("Prior variance s²", PRIOR_VARIANCES,
                               value=defaults["post_prior"], format_func=lambda v: f"{v:g}",
                               key="post_prior", bind="query-params")
-post_mean = p3.radio("Prior mean m", ("zero", "network"), key="post_mean",
+post_mean = p3.radio("Prior mean m", PRIOR_MEANS, key="post_mean",
                      bind="query-params", horizontal=True,
                      help="zero: the finite NTK. network: m(x) = f(x; θ), the linearized network.")
 p3.button(
@@ -674,7 +564,7 @@ st.markdown(
     r"the hover names the strategy the engine's own cost model, `ntkcore.choose_strategy`, "
     r"picks (exact `dense` while the Jacobian fits in memory, else matrix-free conjugate "
     r"gradients in the smaller space). **Measure** times the two explicit solves on this "
-    r"machine with the running example's network."
+    r"machine with the running example's network (Run button below the chart's settings)."
 )
 p_options = tuple(sorted({*P_GRID, lin.num_params}))
 if st.session_state.get("cost_p") not in (None, *p_options):
@@ -687,17 +577,22 @@ cost_p = s1.select_slider(
 )
 cost_linearize = s2.radio(
     "Measure with the example network, linearizing",
-    ("all", "last"), format_func={"all": "all layers", "last": "the last layer only"}.get,
+    tuple(COST_PARAMS), format_func={"all": "all layers", "last": "the last layer only"}.get,
     key="cost_linearize", bind="query-params", horizontal=True,
 )
 costs = _costs(int(cost_p), 1)
-timing_lin = lin if cost_linearize == "all" else ntkcore.Linearization(lin.model, params="head")
+timing_lin = (
+    lin if cost_linearize == "all"
+    else ntkcore.Linearization(lin.model, params=COST_PARAMS[cost_linearize])
+)
 pool_x = torch.cat([task.source[0], task.target[0], task.test[0]])
 pool_y = torch.cat([task.source[1], task.target[1], task.test[1]])
 timing_n = tuple(n for n in TIMING_N if n <= pool_x.shape[0])
 timing_inputs = {"net": net_id, "seed": seed, "linearize": cost_linearize, "n": timing_n,
                  "noise": float(post_noise), "prior": float(post_prior)}
-if st.button("Measure on this machine", icon=":material/timer:", key="cost_run"):
+if st.button("Run the measurement", icon=":material/timer:", key="cost_run",
+             help="Times both explicit solves and ntkcore.adapt for n up to "
+             f"{timing_n[-1]} (a few seconds)."):
     run_heavy(
         PAGE,
         f"Timing both solves for n = {timing_n[0]}…{timing_n[-1]} (p = {timing_lin.num_params:,})",

@@ -1,0 +1,177 @@
+"""The Learn page's content: its networks, widget grids, per-task defaults and exercises.
+
+Kept apart from ``app/views/learn.py`` (a page script, which runs when imported) so that the
+tests can check every exercise against the widgets it fills.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_NETWORK",
+    "EXERCISES",
+    "FD_POINTS",
+    "FD_SCHEMES",
+    "FD_STEPS",
+    "LAYERS",
+    "LAYER_LABELS",
+    "LINE_GRID",
+    "LINE_RANGES",
+    "NETWORKS",
+    "NOISE_VARIANCES",
+    "N_GRID",
+    "PRIOR_VARIANCES",
+    "P_GRID",
+    "TASK_DEFAULTS",
+    "THRESHOLDS",
+    "TIMING_N",
+    "KERNEL_SCALES",
+    "PRIOR_MEANS",
+    "COST_PARAMS",
+    "Exercise",
+    "Network",
+]
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network of the running example: a zoo preset, trained or at its initialization."""
+
+    preset_id: str
+    trained: bool
+    dataset: str
+    label: str
+
+
+NETWORKS: dict[str, Network] = {
+    "toy-gap-mlp": Network(
+        "toy-gap-mlp", True, "toy-gap", "ReLU MLP, 1 hidden layer of 512 (trained, gap data)"
+    ),
+    "toy-gap-mlp@init": Network(
+        "toy-gap-mlp", False, "toy-gap", "the same ReLU MLP at its initialization (untrained)"
+    ),
+    "sinusoids-mlp": Network(
+        "sinusoids-mlp", True, "sinusoids", "tanh MLP, 3 hidden layers of 40 (trained, sinusoid)"
+    ),
+    "sinusoids-mlp@init": Network(
+        "sinusoids-mlp", False, "sinusoids", "the same tanh MLP at its initialization (untrained)"
+    ),
+}
+DEFAULT_NETWORK = "toy-gap-mlp"
+
+
+def _log_grid(low: int, high: int, per_decade: int = 4) -> tuple[float, ...]:
+    """1, 1.8, 3.2, 5.6 × 10^k for k in [low, high): variances on a log scale."""
+    steps = [10 ** (i / per_decade) for i in range(per_decade)]
+    grid = [float(f"{m * 10.0**k:.2g}") for k in range(low, high) for m in steps]
+    return (*grid, float(10.0**high))
+
+
+NOISE_VARIANCES = _log_grid(-6, 1)
+PRIOR_VARIANCES = _log_grid(-5, 2)
+#: Per task: σ², s² (near the marginal-likelihood optimum of the trained network), x*, n.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "toy-gap": {"post_noise": 1.0, "post_prior": 0.032, "post_x": 0.0, "post_n": 8},
+    "sinusoids": {"post_noise": 0.001, "post_prior": 0.01, "post_x": 4.0, "post_n": 8},
+}
+LAYERS = {"all": None, "first": "body.0", "last": "head"}
+LAYER_LABELS = {
+    "all": "all layers",
+    "first": "first layer only",
+    "last": "last layer (head) only",
+}
+LINE_RANGES = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+THRESHOLDS = (0.01, 0.05, 0.1, 0.25, 0.5)
+#: Inputs on the line and probe grids; the path figure draws points 10, 20, 30 (¼, ½, ¾).
+LINE_GRID = 41
+P_GRID = (100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000, 10_000_000)
+N_GRID = tuple(int(v) for v in np.unique(np.round(np.logspace(0, 6, 25)).astype(int)))
+FD_STEPS = tuple(float(f"{v:.3g}") for v in np.logspace(-7, 0, 15))
+FD_POINTS = (16, 32, 64, 128, 256)
+FD_SCHEMES = {"forward": ("forward",), "central": ("central",), "both": ("forward", "central")}
+TIMING_N = (16, 32, 64, 128, 256, 512, 1000)
+KERNEL_SCALES = ("cosine", "kernel")
+PRIOR_MEANS = ("zero", "network")
+#: Which parameters the timing of section 4 linearizes: all, or the head only.
+COST_PARAMS = {"all": None, "last": "head"}
+
+
+@dataclass(frozen=True)
+class Exercise:
+    title: str
+    question: str
+    look_for: str
+    settings: dict[str, Any]
+
+
+EXERCISES: dict[str, Exercise] = {
+    "breaks": Exercise(
+        "Find where the linearization breaks",
+        "Section 1 now walks a random direction of the trained **tanh** network. At which step "
+        "α does the linearization miss 10% of the network's change? Compare that α with ‖θ‖. "
+        "Then switch the network to the ReLU MLP, and to the untrained tanh MLP.",
+        "The relative error grows about linearly with |α| (the second-order Taylor remainder), "
+        "so there is no sharp edge: the linearization degrades steadily. The trained tanh "
+        "network crosses 10% at a step that is a small fraction of ‖θ‖; the one-layer ReLU "
+        "network, piecewise bilinear in its weights, stays linear much longer.",
+        {"net": "sinusoids-mlp", "line_layers": "all", "line_range": 10.0,
+         "line_threshold": 0.1, "line_seed": 0},
+    ),
+    "exact": Exercise(
+        "Make the linearization exact",
+        "Move only the **last layer** in section 1. Why does the error drop to rounding "
+        "level (about 1e-15) for every α? Then move only the first layer.",
+        "The network is f(x) = W h(x) + b with h the last hidden features: it is linear in the "
+        "head's weights, so its Taylor expansion in them is exact. That is the Bayesian "
+        "last-layer model; the finite NTK adds every other layer's Jacobian to it.",
+        {"net": "toy-gap-mlp", "line_layers": "last", "line_range": 50.0, "line_seed": 0},
+    ),
+    "band": Exercise(
+        "Make the band widen",
+        "In section 3 the test point x* sits among the context points. Make its ±2σ band "
+        "widen: move x* into the gap (x = 0), beyond the data, remove context points, or "
+        "raise s². Which numbers of Eq. 2–3 change?",
+        "Away from the data J* is nearly orthogonal to the context Jacobians, the subtracted "
+        "term of Eq. 3 vanishes and the variance returns to the prior s²‖J*‖² (which grows "
+        "with |x| for a ReLU network). s² scales the prior variance everywhere; σ² sets how "
+        "closely the mean follows the context points.",
+        {"net": "toy-gap-mlp", "post_n": 20, "post_x": 5.0, "post_noise": 1.0,
+         "post_prior": 0.032, "post_mean": "zero"},
+    ),
+    "kernel": Exercise(
+        "Trained kernel vs kernel at initialization",
+        "Section 2 shows the kernel of the ReLU MLP **at its initialization** (the NTK of "
+        "Jacot et al.). Switch the network to the trained one: where did training change the "
+        "similarity between inputs?",
+        "At initialization the cosine similarity of the Jacobians is broad and smooth; after "
+        "training it is structured by the data the network saw (here two clusters around "
+        "±5 and a gap between them). The paper linearizes the trained network so that the "
+        "kernel carries what the source task taught.",
+        {"net": "toy-gap-mlp@init", "kernel_points": 31, "kernel_scale": "cosine"},
+    ),
+    "space": Exercise(
+        "When does parameter space win?",
+        "In section 4, find where the two cost curves cross as you move p. Then choose "
+        "'last layer only' and press **Measure** to time both solves on this machine.",
+        "The cost counts are symmetric in n·o and p: whichever dimension is smaller gives "
+        "the cheaper system, and the engine's auto strategy solves in that space. With only "
+        "the head linearized (p = 513) the measured curves cross near n = p.",
+        {"net": "toy-gap-mlp", "cost_p": 1_000, "cost_linearize": "last"},
+    ),
+    "kinks": Exercise(
+        "Freeze the kinks",
+        "Section 5 compares the finite-difference Fisher product with frozen and live ReLU "
+        "kinks. Why are the curves identical for small ε? Why do they split for large ε, "
+        "most clearly with central differences? Then switch to the tanh network.",
+        "For small ε the rounding error (∝ 1/ε) dominates and no unit crosses its kink. For "
+        "larger ε some ReLUs change sign between θ and θ + εv: with live kinks their error "
+        "decays only like ε^½, so it caps the accuracy; frozen kinks replay the pattern at θ "
+        "and keep the O(ε²) of central differences. A tanh network has no kinks: the two "
+        "curves coincide.",
+        {"net": "toy-gap-mlp", "fd_scheme": "both", "fd_n": 256},
+    ),
+}
