@@ -49,16 +49,16 @@ class Network:
 
 NETWORKS: dict[str, Network] = {
     "toy-gap-mlp": Network(
-        "toy-gap-mlp", True, "toy-gap", "ReLU MLP, 1 hidden layer of 512 (trained, gap data)"
+        "toy-gap-mlp", True, "toy-gap", "ReLU MLP 1×512, trained"
     ),
     "toy-gap-mlp@init": Network(
-        "toy-gap-mlp", False, "toy-gap", "the same ReLU MLP at its initialization (untrained)"
+        "toy-gap-mlp", False, "toy-gap", "ReLU MLP 1×512, at initialization"
     ),
     "sinusoids-mlp": Network(
-        "sinusoids-mlp", True, "sinusoids", "tanh MLP, 3 hidden layers of 40 (trained, sinusoid)"
+        "sinusoids-mlp", True, "sinusoids", "tanh MLP 3×40, trained"
     ),
     "sinusoids-mlp@init": Network(
-        "sinusoids-mlp", False, "sinusoids", "the same tanh MLP at its initialization (untrained)"
+        "sinusoids-mlp", False, "sinusoids", "tanh MLP 3×40, at initialization"
     ),
 }
 DEFAULT_NETWORK = "toy-gap-mlp"
@@ -76,7 +76,7 @@ PRIOR_VARIANCES = _log_grid(-5, 2)
 #: Per task: σ², s² (near the marginal-likelihood optimum of the trained network), x*, n.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "toy-gap": {"post_noise": 1.0, "post_prior": 0.032, "post_x": 0.0, "post_n": 8},
-    "sinusoids": {"post_noise": 0.001, "post_prior": 0.01, "post_x": 4.0, "post_n": 8},
+    "sinusoids": {"post_noise": 0.001, "post_prior": 0.001, "post_x": 4.0, "post_n": 8},
 }
 LAYERS = {"all": None, "first": "body.0", "last": "head"}
 LAYER_LABELS = {
@@ -102,9 +102,12 @@ COST_PARAMS = {"all": None, "last": "head"}
 
 @dataclass(frozen=True)
 class Exercise:
+    """A short exercise: the question, what to look for, the section and widget values."""
+
     title: str
     question: str
     look_for: str
+    section: int
     settings: dict[str, Any]
 
 
@@ -118,6 +121,7 @@ EXERCISES: dict[str, Exercise] = {
         "so there is no sharp edge: the linearization degrades steadily. The trained tanh "
         "network crosses 10% at a step that is a small fraction of ‖θ‖; the one-layer ReLU "
         "network, piecewise bilinear in its weights, stays linear much longer.",
+        1,
         {"net": "sinusoids-mlp", "line_layers": "all", "line_range": 10.0,
          "line_threshold": 0.1, "line_seed": 0},
     ),
@@ -128,6 +132,7 @@ EXERCISES: dict[str, Exercise] = {
         "The network is f(x) = W h(x) + b with h the last hidden features: it is linear in the "
         "head's weights, so its Taylor expansion in them is exact. That is the Bayesian "
         "last-layer model; the finite NTK adds every other layer's Jacobian to it.",
+        1,
         {"net": "toy-gap-mlp", "line_layers": "last", "line_range": 50.0, "line_seed": 0},
     ),
     "band": Exercise(
@@ -139,6 +144,7 @@ EXERCISES: dict[str, Exercise] = {
         "term of Eq. 3 vanishes and the variance returns to the prior s²‖J*‖² (which grows "
         "with |x| for a ReLU network). s² scales the prior variance everywhere; σ² sets how "
         "closely the mean follows the context points.",
+        3,
         {"net": "toy-gap-mlp", "post_n": 20, "post_x": 5.0, "post_noise": 1.0,
          "post_prior": 0.032, "post_mean": "zero"},
     ),
@@ -151,6 +157,7 @@ EXERCISES: dict[str, Exercise] = {
         "training it is structured by the data the network saw (here two clusters around "
         "±5 and a gap between them). The paper linearizes the trained network so that the "
         "kernel carries what the source task taught.",
+        2,
         {"net": "toy-gap-mlp@init", "kernel_points": 31, "kernel_scale": "cosine"},
     ),
     "space": Exercise(
@@ -160,6 +167,7 @@ EXERCISES: dict[str, Exercise] = {
         "The cost counts are symmetric in n·o and p: whichever dimension is smaller gives "
         "the cheaper system, and the engine's auto strategy solves in that space. With only "
         "the head linearized (p = 513) the measured curves cross near n = p.",
+        4,
         {"net": "toy-gap-mlp", "cost_p": 1_000, "cost_linearize": "last"},
     ),
     "kinks": Exercise(
@@ -172,6 +180,7 @@ EXERCISES: dict[str, Exercise] = {
         "decays only like ε^½, so it caps the accuracy; frozen kinks replay the pattern at θ "
         "and keep the O(ε²) of central differences. A tanh network has no kinks: the two "
         "curves coincide.",
+        5,
         {"net": "toy-gap-mlp", "fd_scheme": "both", "fd_n": 256},
     ),
 }

@@ -216,6 +216,7 @@ def test_learn_exercises_fill_valid_widget_values():
     ranges = {"line_seed": (0, 10_000), "kernel_points": (5, 61), "post_n": (1, 50)}
     for name, exercise in EXERCISES.items():
         assert exercise.title and exercise.question and exercise.look_for, name
+        assert exercise.section in (1, 2, 3, 4, 5), name
         for key, value in exercise.settings.items():
             if key in options:
                 assert value in options[key], (name, key, value)

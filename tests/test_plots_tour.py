@@ -85,9 +85,15 @@ class TestLinearizationPathFigure:
         np.testing.assert_allclose(err.x, alphas[alphas != 0])
         np.testing.assert_allclose(err.y, np.abs(alphas[alphas != 0]) / 3)
         assert fig.layout.yaxis2.type == "log"
+        assert fig.layout.yaxis2.tickformat == ".2~%"  # errors of a few percent: percent ticks
         np.testing.assert_allclose(_trace(fig, TRACE_THRESHOLD).y, [0.25, 0.25])
         brk = _trace(fig, TRACE_BREAK)
         assert [v for v in brk.x if v is not None] == [-1.0, -1.0, 1.0, 1.0]
+
+    def test_rounding_level_errors_get_power_ticks(self, path_tables):
+        curves, errors = path_tables
+        fig = linearization_path_figure(curves, errors.assign(relative_error=1e-15))
+        assert fig.layout.yaxis2.exponentformat == "power" and fig.layout.yaxis2.dtick == 1
 
     def test_default_points_are_spread_and_labels_without_x(self, path_tables):
         curves, errors = path_tables

@@ -57,6 +57,8 @@ from ntkcore.plots.tour import (
 )
 
 PAGE = "learn"
+#: Section number -> its header's anchor (the exercises link to them).
+SECTION_ANCHORS = {1: "linearization", 2: "kernel", 3: "posterior", 4: "spaces", 5: "fisher"}
 HEADING = "Learn: linearized networks, one idea at a time"
 
 
@@ -282,6 +284,7 @@ with st.container(border=True):
     if exercise in EXERCISES:
         chosen = EXERCISES[exercise]
         st.markdown(f"**{chosen.title}.** {chosen.question}")
+        st.markdown(f"[Go to section {chosen.section} ↓](#{SECTION_ANCHORS[chosen.section]})")
         with st.expander("What to look for"):
             st.markdown(chosen.look_for)
     else:
@@ -340,7 +343,7 @@ if breaks is None:
     m2.metric(f"Breaks at ({threshold:.0%} error)", f"not within ±{max_alpha:g}")
 else:
     m2.metric(f"Breaks at ({threshold:.0%} error)", f"|α| = {breaks:.3g}",
-              f"{breaks / path.theta_norm:.1%} of ‖θ‖", delta_color="off")
+              f"{breaks / path.theta_norm:.1%} of ‖θ‖", delta_color="off", delta_arrow="off")
 m3.metric("Largest relative error", f"{np.nanmax(path.errors['relative_error']):.2%}",
           help=f"Over α in ±{max_alpha:g}; d moves {len(path.direction_params)} tensors: "
           + ", ".join(path.direction_params))
@@ -389,6 +392,7 @@ st.markdown(
     r"$\sqrt{k(x,x)\,k(x',x')}$ so that distant, large-gradient inputs do not drown the rest."
 )
 k1, k2 = st.columns(2)
+lo_probe, hi_probe = _x_range(net_id, seed)
 kernel_points = k1.slider("Probe points", min_value=5, max_value=61, value=25, step=1,
                           key="kernel_points", bind="query-params")
 kernel_scale = k2.radio(
@@ -398,16 +402,22 @@ kernel_scale = k2.radio(
     key="kernel_scale", bind="query-params", horizontal=True,
 )
 kernel = _kernel(net_id, seed, int(kernel_points), kernel_scale == "cosine", lin)
-st.plotly_chart(
-    kernel_heatmap_figure(kernel, height=520),
-    key="learn_kernel_figure",
-    config={"displaylogo": False},
-)
-st.caption(
-    f"{NETWORKS[net_id].label}: {kernel.values.shape[0]} × {kernel.values.shape[0]} matrix, "
-    "inputs increase from top to bottom and left to right. Switch the network in the sidebar "
-    "to compare the trained kernel with the one at initialization."
-)
+heat_col, read_col = st.columns([3, 2], gap="large")
+with heat_col:
+    st.plotly_chart(
+        kernel_heatmap_figure(kernel, height=480),
+        key="learn_kernel_figure",
+        config={"displaylogo": False},
+    )
+with read_col:
+    st.markdown(
+        f"**How to read it.** Row x, column x′ of the {kernel.values.shape[0]} × "
+        f"{kernel.values.shape[0]} matrix for the {NETWORKS[net_id].label} "
+        f"(inputs from {lo_probe:g} to {hi_probe:g}). The diagonal is k(x, x) = ‖J(x)‖², the "
+        "prior variance at x up to s². A block of similar colour is a group of inputs the "
+        "network treats alike: conditioning on one of them moves the others. Switch the "
+        "network in the sidebar to see how training reshaped the kernel."
+    )
 common.download_csv(kernel.tidy(), "learn-kernel.csv", "CSV of the kernel")
 common.reproduce(
     f"""
@@ -427,7 +437,7 @@ kernel_heatmap_figure(kernel).show()
 )
 
 # --------------------------------------------------------------- 3. the posterior
-st.header("3. The posterior in weight space and in function space (Eq. 2–3)", anchor="posterior")
+st.header("3. The posterior, in weight or function space (Eq. 2–3)", anchor="posterior")
 st.markdown(
     r"Observe $n$ points $y = m(X) + J w + \varepsilon$ with noise "
     r"$\varepsilon \sim \mathcal N(0, \sigma^2 I)$ and prior mean $m$ (zero: the finite NTK; "
@@ -478,53 +488,67 @@ c = nums.noise_variance / nums.prior_variance
 k = nums.kernel_block.shape[0]
 more = nums.n * nums.outputs > k
 st.markdown(
-    f"**The numbers.** n = {nums.n}, o = {nums.outputs}, p = {nums.num_params:,}, "
-    f"σ² = {nums.noise_variance:g}, s² = {nums.prior_variance:g}, so c = σ²/s² = {c:.4g}. "
-    f"J is the n·o × p Jacobian at the context inputs, J* = J(x*) at x* = {float(post_x):.3g}, "
-    f"r = y − m(X) the residual. Their first entries:"
+    "**The numbers.** " + (
+        f"n = {nums.n}, o = {nums.outputs}, p = {nums.num_params:,}, "
+        f"σ² = {nums.noise_variance:g}, s² = {nums.prior_variance:g}, so c = σ²/s² = {c:.4g}. "
+        f"J is the n·o × p Jacobian at the context inputs, J* = J(x*) at x* = "
+        f"{float(post_x):.3g}, r = y − m(X) the residual. Their first entries:"
+    ).replace("*", "\\*")
 )
-st.latex(
-    r"J J^\top = " + _bmatrix(nums.kernel_block, more, more)
-    + r",\quad J J_*^\top = " + _bmatrix(nums.cross_kernel[:, None], more, False)
+mat_col, vec_col = st.columns([3, 2])
+mat_col.latex(r"K = J J^\top = " + _bmatrix(nums.kernel_block, more, more))
+vec_col.latex(
+    r"k_* = J J_*^\top = " + _bmatrix(nums.cross_kernel[:, None], more, False)
     + r",\quad r = " + _bmatrix(nums.residual[:, None], more, False)
 )
 mean_term = r"m(x^*) + " if nums.mean_type == "network" else ""
 st.latex(
-    r"\text{(1)}\quad f(x^*;\theta') \approx f(x^*;\theta) + J_*(\theta' - \theta),\qquad "
-    rf"f(x^*;\theta) = {_fmt(nums.network_star[0])},\quad \lVert J_*\rVert = "
+    r"\text{(1)}\quad\begin{aligned} f(x^*;\theta') &\approx f(x^*;\theta) "
+    r"+ J_*(\theta' - \theta), \\ "
+    rf"f(x^*;\theta) &= {_fmt(nums.network_star[0])},\quad \lVert J_*\rVert = "
     rf"{_fmt(nums.jacobian_norm_star[0])},\quad s^2 \lVert J_*\rVert^2 = "
-    rf"{_fmt(nums.prior_variance * nums.jacobian_norm_star[0] ** 2)}"
+    rf"{_fmt(nums.prior_variance * nums.jacobian_norm_star[0] ** 2)}\end{{aligned}}"
 )
-st.latex(
-    r"\text{(2)}\quad \mu_* = " + mean_term
-    + r"J_*\,(J^\top J + c\,I_p)^{-1} J^\top r = "
-    + _fmt(nums.weight_space_mean[0])
-    + r",\qquad \sigma_*^2 = \sigma^2 J_*\,(J^\top J + c\,I_p)^{-1} J_*^\top = "
-    + _fmt(nums.weight_space_variance[0])
-)
-st.latex(
-    r"\text{(3)}\quad \mu_* = " + mean_term
-    + r"J_* J^\top (J J^\top + c\,I_{n})^{-1} r = "
-    + _fmt(nums.function_space_mean[0])
-    + r",\qquad \sigma_*^2 = s^2\big(J_* J_*^\top - J_* J^\top (J J^\top + c\,I_n)^{-1} "
-    r"J J_*^\top\big) = "
-    + _fmt(nums.function_space_variance[0])
-)
+weight_col, function_col = st.columns(2, gap="medium")
+with weight_col:
+    st.markdown(
+        f"**Weight space (Eq. 2)** — p × p = {nums.num_params:,} × {nums.num_params:,}"
+    )
+    st.latex(
+        r"\text{(2)}\quad\begin{aligned} \mu_* &= " + mean_term
+        + r"J_*\,(J^\top J + c\,I_p)^{-1} J^\top r = "
+        + _fmt(nums.weight_space_mean[0])
+        + r" \\ \sigma_*^2 &= \sigma^2 J_*\,(J^\top J + c\,I_p)^{-1} J_*^\top = "
+        + _fmt(nums.weight_space_variance[0]) + r"\end{aligned}"
+    )
+with function_col:
+    st.markdown(
+        f"**Function space (Eq. 3)** — n·o × n·o = {nums.n * nums.outputs} × "
+        f"{nums.n * nums.outputs}"
+    )
+    st.latex(
+        r"\text{(3)}\quad\begin{aligned} \mu_* &= " + mean_term
+        + r"k_*^\top (K + c\,I_{n})^{-1} r = "
+        + _fmt(nums.function_space_mean[0])
+        + r" \\ \sigma_*^2 &= s^2\big(J_* J_*^\top - k_*^\top (K + c\,I_n)^{-1} k_*\big) = "
+        + _fmt(nums.function_space_variance[0]) + r"\end{aligned}"
+    )
 solver = (
     "a Cholesky factorization" if nums.weight_space_method == "cholesky"
     else f"conjugate gradients (a p × p Cholesky would cost {nums.num_params**3 / 3:.2g} "
     "multiply–adds on a live page)"
 )
-st.caption(
-    f"Eq. 2 solved a {nums.num_params:,} × {nums.num_params:,} system by {solver}; Eq. 3 an "
-    f"{nums.n * nums.outputs} × {nums.n * nums.outputs} system. The library's "
+st.caption((
+    f"Eq. 2 solved its {nums.num_params:,} × {nums.num_params:,} system by {solver}, Eq. 3 "
+    f"its {nums.n * nums.outputs} × {nums.n * nums.outputs} one by a Cholesky factorization. "
+    f"The library's "
     f"`ntkcore.adapt` (strategy “{nums.engine_strategy}”, float32) gives "
     f"μ* = {nums.engine_mean[0]:.4g}, σ*² = {nums.engine_variance[0]:.4g}; the diamond on "
     "the plot is x* with μ* ± 2σ*. Notation: J here is the engine's n·o × p Jacobian; the "
     "paper writes its transpose. The paper prints Eq. 3's variance with a leading σ²; with "
     "the prior N(0, I) of its Section 3, Woodbury's identity gives no such factor, and the "
     "two variances above agree only without it."
-)
+).replace("*", "\\*"))
 n1, n2 = st.columns(2)
 with n1:
     common.download_csv(band, "learn-posterior-band.csv", "CSV of the band")
@@ -555,16 +579,16 @@ pred = post.predict(task.test[0])
 # ------------------------------------------------------- 4. function vs parameter space
 st.header("4. Function space or parameter space: which is cheaper?", anchor="spaces")
 st.markdown(
-    r"Both equations start from the same Jacobian $J$ ($n\cdot o \times p$). Function space "
-    r"(Eq. 3) forms the $n\cdot o \times n\cdot o$ matrix $J J^\top$ and factorizes it: "
-    r"$(n o)^2 p + (n o)^3/3$ multiply–adds. Parameter space (Eq. 2) forms the $p\times p$ "
-    r"matrix $J^\top J$: $n o\, p^2 + p^3/3$. The counts are mirror images, so the smaller "
+    r"Both equations start from the same Jacobian $J$, $N \times p$ with $N = n\cdot o$ "
+    r"(points × outputs). Function space (Eq. 3) forms the $N\times N$ matrix $J J^\top$ and "
+    r"factorizes it: $N^2 p + N^3/3$ multiply–adds. Parameter space (Eq. 2) forms the "
+    r"$p\times p$ matrix $J^\top J$: $N p^2 + p^3/3$. The counts are mirror images, so the smaller "
     r"dimension wins — usually function space, since networks have more parameters than a "
     r"new task has points. The left panel is this flop count (a model, not a measurement); "
     r"the hover names the strategy the engine's own cost model, `ntkcore.choose_strategy`, "
     r"picks (exact `dense` while the Jacobian fits in memory, else matrix-free conjugate "
-    r"gradients in the smaller space). **Measure** times the two explicit solves on this "
-    r"machine with the running example's network (Run button below the chart's settings)."
+    r"gradients in the smaller space). **Run the measurement** times the two explicit "
+    r"solves, and `ntkcore.adapt`, on this machine with the running example's network."
 )
 p_options = tuple(sorted({*P_GRID, lin.num_params}))
 if st.session_state.get("cost_p") not in (None, *p_options):
@@ -617,7 +641,7 @@ picks = (
     .rename(columns={"n": "n (o = 1)", "engine_strategy": "engine picks",
                      "engine_reason": "why (ntkcore.choose_strategy)"})
 )
-st.dataframe(picks, hide_index=True)
+st.table(picks, hide_index=True)
 if timings is not None:
     st.caption(
         "Measured: median of 3 runs per solve, float64, on the CPU of the machine serving this "
@@ -670,7 +694,8 @@ st.caption(
     f"Median over 4 random directions v of ‖F v (fd) − F v‖ / ‖F v‖, float32 network, exact "
     f"product in float64; {NETWORKS[net_id].label}, n = {int(fd_n)}. At the automatic steps: "
     + "; ".join(f"{kinks}, {scheme}: {value:.1e}" for (kinks, scheme), value in auto.items())
-    + "."
+    + ". Where frozen and live kinks give the same error (small ε; every ε for the tanh "
+    "network) the red curve hides the blue one."
 )
 common.download_csv(fd, "learn-fd-fisher-error.csv", "CSV of the errors")
 common.reproduce(

@@ -155,11 +155,8 @@ def linearization_path_figure(
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(
-            "Along the line θ + α d: network (solid) and linearization (dashed)",
-            "Share of the change the linearization misses",
-        ),
-        horizontal_spacing=0.1,
+        subplot_titles=("Along the line θ + α d", "Share of the change missed"),
+        horizontal_spacing=0.12,
     )
     for i, point in enumerate(points):
         sel = rows[rows["point"] == point].sort_values("alpha")
@@ -217,12 +214,19 @@ def linearization_path_figure(
     fig.update_xaxes(title_text="step α along d (‖d‖ = 1)", row=1, col=1)
     fig.update_xaxes(title_text="step α", row=1, col=2)
     fig.update_yaxes(title_text="f(x)", row=1, col=1)
-    fig.update_yaxes(title_text="‖f − f_lin‖ / ‖f − f(θ)‖", type="log", row=1, col=2)
+    # Percent ticks (1-2-5 per decade) while the errors are readable as percentages, powers
+    # of ten when they reach rounding level (a last-layer direction is exact).
+    ticks = (
+        {"dtick": "D2", "tickformat": ".2~%"}
+        if float(err["relative_error"].min()) >= 1e-3
+        else {"dtick": 1, "exponentformat": "power"}
+    )
+    fig.update_yaxes(title_text="relative error", type="log", row=1, col=2, **ticks)
     fig.update_annotations(font_size=13)
     fig.update_layout(
         height=height,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.24, "xanchor": "left", "x": 0},
         hovermode="closest",
     )
     return fig
@@ -283,7 +287,7 @@ def linearized_function_figure(
         xaxis_title="x",
         yaxis_title="f(x)",
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "xanchor": "left", "x": 0},
     )
     return fig
 
@@ -292,6 +296,7 @@ def kernel_heatmap_figure(
     values: ArrayLike | Any,
     labels: Sequence[str] | None = None,
     *,
+    inputs: ArrayLike | None = None,
     normalized: bool | None = None,
     title: str | None = None,
     height: int = 480,
@@ -301,10 +306,13 @@ def kernel_heatmap_figure(
     Parameters
     ----------
     values : array-like (N, N) or KernelMatrix
-        The matrix; a ``KernelMatrix`` (``ntkcore.experiments.tour``) brings its labels and
-        ``normalized`` flag.
+        The matrix; a ``KernelMatrix`` (``ntkcore.experiments.tour``) brings its labels,
+        its scalar ``inputs`` (when it has one output) and its ``normalized`` flag.
     labels : sequence of str, optional
-        Row/column labels (default ``0..N-1``).
+        Row/column labels of a categorical axis (default ``0..N-1``).
+    inputs : array-like (N,), optional
+        Increasing scalar inputs: numeric axes in x instead of categories (ticks stay
+        readable however many probe points there are).
     normalized : bool, optional
         Cosine-normalized entries in [−1, 1]: a diverging scale centred on 0 with fixed
         limits. Default: the KernelMatrix's flag, else False.
@@ -314,17 +322,22 @@ def kernel_heatmap_figure(
     Returns
     -------
     plotly.graph_objects.Figure
-        One ``go.Heatmap`` trace named ``TRACE_KERNEL``.
+        One ``go.Heatmap`` trace named ``TRACE_KERNEL``, square cells.
 
     Raises
     ------
     ValueError
-        For a non-square or empty matrix, non-finite entries or a label count that differs.
+        For a non-square or empty matrix, non-finite entries, a label or input count that
+        differs, or inputs that do not increase.
     """
     if hasattr(values, "values") and hasattr(values, "labels") and not isinstance(
         values, pd.DataFrame
     ):
         labels = values.labels if labels is None else labels
+        if inputs is None and getattr(values, "inputs", None) is not None and getattr(
+            values, "outputs", 1
+        ) == 1:
+            inputs = values.inputs
         normalized = values.normalized if normalized is None else normalized
         values = values.values
     matrix = _to_numpy(values, "values")
@@ -335,6 +348,16 @@ def kernel_heatmap_figure(
     labels = [str(i) for i in range(size)] if labels is None else [str(v) for v in labels]
     if len(labels) != size:
         raise ValueError(f"got {len(labels)} labels for a {size} × {size} matrix")
+    if inputs is not None:
+        coords = _finite(_to_numpy(inputs, "inputs").reshape(-1), "inputs")
+        if coords.shape[0] != size:
+            raise ValueError(f"got {coords.shape[0]} inputs for a {size} × {size} matrix")
+        if size > 1 and not np.all(np.diff(coords) > 0):
+            raise ValueError("inputs must be strictly increasing")
+        axis: list[Any] = coords.tolist()
+        axis_type = "linear"
+    else:
+        axis, axis_type = labels, "category"
     scale: dict[str, Any] = (
         {"colorscale": "RdBu_r", "zmid": 0.0, "zmin": -1.0, "zmax": 1.0}
         if normalized
@@ -343,8 +366,8 @@ def kernel_heatmap_figure(
     fig = go.Figure(
         go.Heatmap(
             z=matrix,
-            x=labels,
-            y=labels,
+            x=axis,
+            y=axis,
             name=TRACE_KERNEL,
             colorbar={"title": {"text": "cos" if normalized else "k(x, x′)"}},
             hovertemplate="x = %{y}<br>x′ = %{x}<br>k = %{z:.4g}<extra></extra>",
@@ -355,8 +378,9 @@ def kernel_heatmap_figure(
         title=title,
         height=height,
         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
-        xaxis={"title": "x′", "type": "category", "tickangle": -45},
-        yaxis={"title": "x", "type": "category", "autorange": "reversed", "scaleanchor": "x"},
+        xaxis={"title": "x′", "type": axis_type, "constrain": "domain"},
+        yaxis={"title": "x", "type": axis_type, "autorange": "reversed", "scaleanchor": "x",
+               "constrain": "domain"},
     )
     return fig
 
