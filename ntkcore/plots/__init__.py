@@ -9,11 +9,14 @@ from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
     TRACE_CONTEXT,
+    TRACE_IDENTITY,
     TRACE_MEAN,
     TRACE_NETWORK,
+    TRACE_PREDICTIONS,
     TRACE_SOURCE,
     TRACE_TRUTH,
     band_trace_name,
+    parity_figure,
     posterior_band_figure,
 )
 from ntkcore.plots.tour import (
@@ -28,8 +31,10 @@ from ntkcore.plots.tour import (
 __all__ = [
     "TRACE_CLICK",
     "TRACE_CONTEXT",
+    "TRACE_IDENTITY",
     "TRACE_MEAN",
     "TRACE_NETWORK",
+    "TRACE_PREDICTIONS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
@@ -38,6 +43,7 @@ __all__ = [
     "kernel_heatmap_figure",
     "linearization_path_figure",
     "linearized_function_figure",
+    "parity_figure",
     "posterior_band_figure",
     "space_cost_figure",
     "with_test_point",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.NumberInput_pb2 import NumberInput
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
-__all__ = ["AppClient", "Run", "health_latency"]
+__all__ = ["AppClient", "Run"]
 
 _WIDGETS = (
     "slider",
@@ -227,16 +226,3 @@ class AppClient:
             if run.status == "FINISHED_SUCCESSFULLY":
                 return run
         return None
-
-
-def health_latency(url: str, timeout: float = 5.0) -> float:
-    """Seconds the server's health endpoint takes to answer (``inf`` on failure)."""
-    t0 = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as response:
-            response.read()
-            if response.status != 200:
-                return float("inf")
-    except OSError:
-        return float("inf")
-    return time.perf_counter() - t0

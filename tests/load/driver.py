@@ -100,8 +100,8 @@ async def _user(url: str, user: int, duration: float, interval: float) -> UserRe
     seed = 100 + user
     result = UserResult(user, seed)
     client = AppClient(url)
-    await client.connect()
     try:
+        await client.connect()
         sent = await client.rerun()
         await client.wait_finished(300, since=sent)
         client.set(SEED, seed)
@@ -121,19 +121,19 @@ async def _user(url: str, user: int, duration: float, interval: float) -> UserRe
             pending.append(await client.rerun())
             result.interactions += 1
             await asyncio.sleep(interval)
-            # Each finished run answers every request sent before it started.
-            for run in client.runs[seen:]:
-                if run.finished is None:
-                    continue
-                result.latencies += [run.finished - t for t in pending if t <= run.started]
-                pending = [t for t in pending if t > run.started]
+            # Each run that finishes answers every request sent before it started.
+            while seen < len(client.runs) and client.runs[seen].finished is not None:
+                run = client.runs[seen]
                 seen += 1
+                if run.status == "FINISHED_SUCCESSFULLY":
+                    result.latencies += [run.finished - t for t in pending if t <= run.started]
+                    pending = [t for t in pending if t > run.started]
         final = 5 + user % 30
         client.set(SLIDER, final)
         sent = await client.rerun()
         try:
             run = await client.wait_finished(
-                120, since=sent - 30, check=lambda r: _context_matches(r, seed, final)[0]
+                120, since=sent, check=lambda r: _context_matches(r, seed, final)[0]
             )
             result.final_ok, result.final_seconds = True, time.perf_counter() - sent
         except TimeoutError:
@@ -141,10 +141,12 @@ async def _user(url: str, user: int, duration: float, interval: float) -> UserRe
             result.final_problem = (
                 _context_matches(last, seed, final)[1] if last else "no run finished"
             )
+    except (TimeoutError, ConnectionError, OSError) as err:  # the session did not get through
+        result.final_problem = f"{type(err).__name__}: {err}"
+    finally:
         result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
         for run in client.runs:
             result.exceptions += run.exceptions + run.errors
-    finally:
         await client.close()
     return result
 
