@@ -5,8 +5,10 @@ in parameter space, the finite NTK J Jᵀ, the posterior in weight and in functi
 (Eq. 2–3) with the numbers of the running example, when each space is cheaper, and the
 finite-difference Fisher-vector product (Eq. 5). Exercises at the top fill the widgets.
 
-Every section recomputes live (cached per input in ``st.cache_data``, under the light compute
-slot); only the timing measurement of section 4 runs behind a button. The numerics live in
+Every section recomputes live (cached per input in ``st.cache_data``); its computation and its
+figure (built and serialized) hold the light compute slot, one section at a time, as the Adapt
+page does (``app/compute.py``). Only the timing measurement of section 4 runs behind a button,
+under the heavy slot. The numerics live in
 ``ntkcore.experiments.tour`` and the figures in ``ntkcore.plots.tour``.
 """
 
@@ -136,18 +138,16 @@ def _x_range(net_id: str, seed: int) -> tuple[float, float]:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _path(net_id: str, seed: int, layers: str, max_alpha: float, line_seed: int,
           _lin: ntkcore.Linearization) -> tour.LinearizationPath:
-    with LIGHT.hold():
-        return tour.linearization_path(
-            _lin, _grid(net_id, seed, LINE_GRID), alphas=np.linspace(-max_alpha, max_alpha, 41),
-            layers=LAYERS[layers], seed=int(line_seed),
-        )
+    return tour.linearization_path(
+        _lin, _grid(net_id, seed, LINE_GRID), alphas=np.linspace(-max_alpha, max_alpha, 41),
+        layers=LAYERS[layers], seed=int(line_seed),
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _kernel(net_id: str, seed: int, points: int, normalize: bool,
             _lin: ntkcore.Linearization) -> tour.KernelMatrix:
-    with LIGHT.hold():
-        return tour.kernel_matrix(_lin, _grid(net_id, seed, points), normalize=normalize)
+    return tour.kernel_matrix(_lin, _grid(net_id, seed, points), normalize=normalize)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -158,15 +158,14 @@ def _posterior(net_id: str, seed: int, n: int, noise: float, prior: float, mean:
     task = _task(net_id, seed)
     x, y = task.context(n)
     x_test, _ = task.test
-    with LIGHT.hold():
-        numbers = tour.posterior_numbers(
-            _lin, x, y, torch.tensor([x_star]), noise_variance=noise, prior_variance=prior,
-            mean=mean,
-        )
-        post = ntkcore.adapt(_lin, x, y, noise_variance=noise, prior_variance=prior, mean=mean)
-        pred = post.predict(x_test)
-        with torch.no_grad():
-            network = _lin(x_test)
+    numbers = tour.posterior_numbers(
+        _lin, x, y, torch.tensor([x_star]), noise_variance=noise, prior_variance=prior,
+        mean=mean,
+    )
+    post = ntkcore.adapt(_lin, x, y, noise_variance=noise, prior_variance=prior, mean=mean)
+    pred = post.predict(x_test)
+    with torch.no_grad():
+        network = _lin(x_test)
     truth = task.meta.target_function
     band = pd.DataFrame(
         {
@@ -194,8 +193,7 @@ def _fd(net_id: str, seed: int, n: int, scheme: str,
         _lin: ntkcore.Linearization) -> pd.DataFrame:
     task = _task(net_id, seed)
     x = torch.cat([task.target[0], task.test[0]])[:n]
-    with LIGHT.hold():
-        return tour.fd_fisher_error(_lin, x, FD_STEPS, schemes=FD_SCHEMES[scheme])
+    return tour.fd_fisher_error(_lin, x, FD_STEPS, schemes=FD_SCHEMES[scheme])
 
 
 # ------------------------------------------------------------------------- formatting
@@ -327,18 +325,20 @@ line_seed = int(
     c4.number_input("Direction (seed)", min_value=0, max_value=10_000, value=0, step=1,
                     key="line_seed", bind="query-params", help="Draws the random direction d.")
 )
-path = _path(net_id, seed, layers, float(max_alpha), line_seed, lin)
-breaks = path.breaking_alpha(float(threshold))
-st.plotly_chart(
-    linearization_path_figure(
-        path.curves, path.errors, points=[10, 20, 30], threshold=float(threshold),
-        breaking_alpha=breaks,
-    ),
-    key="learn_path_figure",
-    config={"displaylogo": False},
-)
+with LIGHT.hold():
+    path = _path(net_id, seed, layers, float(max_alpha), line_seed, lin)
+    breaks = path.breaking_alpha(float(threshold))
+    st.plotly_chart(
+        linearization_path_figure(
+            path.curves, path.errors, points=[10, 20, 30], threshold=float(threshold),
+            breaking_alpha=breaks,
+        ),
+        key="learn_path_figure",
+        config={"displaylogo": False},
+    )
 m1, m2, m3 = st.columns(3)
-m1.metric("‖θ‖", f"{path.theta_norm:.2f}", help="Euclidean norm of the trained weights.")
+m1.metric("‖θ‖", f"{path.theta_norm:.2f}",
+          help="Euclidean norm of the weights θ the network is linearized at.")
 if breaks is None:
     m2.metric(f"Breaks at ({threshold:.0%} error)", f"not within ±{max_alpha:g}")
 else:
@@ -352,11 +352,12 @@ at_fraction = st.slider(
     min_value=-1.0, max_value=1.0, value=0.5, step=0.05, key="line_at", bind="query-params",
     help="A view-only control: picks one α of the line above.",
 )
-st.plotly_chart(
-    linearized_function_figure(path.curves, float(at_fraction) * float(max_alpha)),
-    key="learn_function_figure",
-    config={"displaylogo": False},
-)
+with LIGHT.hold():
+    st.plotly_chart(
+        linearized_function_figure(path.curves, float(at_fraction) * float(max_alpha)),
+        key="learn_function_figure",
+        config={"displaylogo": False},
+    )
 d1, d2 = st.columns(2)
 with d1:
     common.download_csv(path.curves, "learn-linearization-path.csv", "CSV of the curves")
@@ -401,10 +402,10 @@ kernel_scale = k2.radio(
                  "kernel": "the kernel J Jᵀ itself"}.get,
     key="kernel_scale", bind="query-params", horizontal=True,
 )
-kernel = _kernel(net_id, seed, int(kernel_points), kernel_scale == "cosine", lin)
 heat_col, read_col = st.columns([3, 2], gap="large")
-with heat_col:
-    st.plotly_chart(
+with LIGHT.hold():
+    kernel = _kernel(net_id, seed, int(kernel_points), kernel_scale == "cosine", lin)
+    heat_col.plotly_chart(
         kernel_heatmap_figure(kernel, height=480),
         key="learn_kernel_figure",
         config={"displaylogo": False},
@@ -471,18 +472,19 @@ p3.button(
 )
 if note := st.session_state.get("learn.fit_note"):
     p3.caption(note)
-nums, band, context = _posterior(net_id, seed, int(post_n), float(post_noise),
-                                 float(post_prior), str(post_mean), float(post_x), lin)
-figure = posterior_band_figure(
-    band["x"], band["posterior_mean"], band["posterior_variance"],
-    context=(context["x"], context["y"]),
-    truth=(band["x"], band["true_function"]) if band["true_function"].notna().all() else None,
-    network=(band["x"], band["network"]),
-    height=420,
-)
-with_test_point(figure, float(post_x), float(nums.function_space_mean[0]),
-                float(nums.function_space_variance[0]))
-st.plotly_chart(figure, key="learn_posterior_figure", config={"displaylogo": False})
+with LIGHT.hold():
+    nums, band, context = _posterior(net_id, seed, int(post_n), float(post_noise),
+                                     float(post_prior), str(post_mean), float(post_x), lin)
+    figure = posterior_band_figure(
+        band["x"], band["posterior_mean"], band["posterior_variance"],
+        context=(context["x"], context["y"]),
+        truth=(band["x"], band["true_function"]) if band["true_function"].notna().all() else None,
+        network=(band["x"], band["network"]),
+        height=420,
+    )
+    with_test_point(figure, float(post_x), float(nums.function_space_mean[0]),
+                    float(nums.function_space_variance[0]))
+    st.plotly_chart(figure, key="learn_posterior_figure", config={"displaylogo": False})
 
 c = nums.noise_variance / nums.prior_variance
 k = nums.kernel_block.shape[0]
@@ -604,7 +606,6 @@ cost_linearize = s2.radio(
     tuple(COST_PARAMS), format_func={"all": "all layers", "last": "the last layer only"}.get,
     key="cost_linearize", bind="query-params", horizontal=True,
 )
-costs = _costs(int(cost_p), 1)
 timing_lin = (
     lin if cost_linearize == "all"
     else ntkcore.Linearization(lin.model, params=COST_PARAMS[cost_linearize])
@@ -630,11 +631,13 @@ if st.button("Run the measurement", icon=":material/timer:", key="cost_run",
 record = last_record(PAGE)
 fresh = show_record_status(PAGE, record, timing_inputs)
 timings = record.result if record is not None and fresh else None
-st.plotly_chart(
-    space_cost_figure(costs, timings),
-    key="learn_cost_figure",
-    config={"displaylogo": False},
-)
+with LIGHT.hold():
+    costs = _costs(int(cost_p), 1)
+    st.plotly_chart(
+        space_cost_figure(costs, timings),
+        key="learn_cost_figure",
+        config={"displaylogo": False},
+    )
 picks = (
     costs[costs["space"] == "function"][["n", "engine_strategy", "engine_reason"]]
     .loc[lambda t: t["n"].isin([1, 10, 100, 1_000, 10_000, 100_000, 1_000_000])]
@@ -687,8 +690,9 @@ fd_scheme = f2.radio(
                  "both": "forward and central"}.get,
     index=2, key="fd_scheme", bind="query-params", horizontal=True,
 )
-fd = _fd(net_id, seed, int(fd_n), str(fd_scheme), lin)
-st.plotly_chart(fd_error_figure(fd), key="learn_fd_figure", config={"displaylogo": False})
+with LIGHT.hold():
+    fd = _fd(net_id, seed, int(fd_n), str(fd_scheme), lin)
+    st.plotly_chart(fd_error_figure(fd), key="learn_fd_figure", config={"displaylogo": False})
 auto = fd[fd["step"] == "automatic"].set_index(["kinks", "scheme"])["relative_error"]
 st.caption(
     f"Median over 4 random directions v of ‖F v (fd) − F v‖ / ‖F v‖, float32 network, exact "
