@@ -497,44 +497,42 @@ st.markdown(
         f"{float(post_x):.3g}, r = y − m(X) the residual. Their first entries:"
     ).replace("*", "\\*")
 )
-mat_col, vec_col = st.columns([3, 2])
-mat_col.latex(r"K = J J^\top = " + _bmatrix(nums.kernel_block, more, more))
-vec_col.latex(
+# One equation per line, each short enough for a narrow window (KaTeX does not wrap).
+st.latex(r"K = J J^\top = " + _bmatrix(nums.kernel_block, more, more))
+st.latex(
     r"k_* = J J_*^\top = " + _bmatrix(nums.cross_kernel[:, None], more, False)
-    + r",\quad r = " + _bmatrix(nums.residual[:, None], more, False)
+    + r",\qquad r = " + _bmatrix(nums.residual[:, None], more, False)
 )
 mean_term = r"m(x^*) + " if nums.mean_type == "network" else ""
 st.latex(
     r"\text{(1)}\quad\begin{aligned} f(x^*;\theta') &\approx f(x^*;\theta) "
-    r"+ J_*(\theta' - \theta), \\ "
+    r"+ J_*(\theta' - \theta) \\ "
     rf"f(x^*;\theta) &= {_fmt(nums.network_star[0])},\quad \lVert J_*\rVert = "
-    rf"{_fmt(nums.jacobian_norm_star[0])},\quad s^2 \lVert J_*\rVert^2 = "
-    rf"{_fmt(nums.prior_variance * nums.jacobian_norm_star[0] ** 2)}\end{{aligned}}"
+    rf"{_fmt(nums.jacobian_norm_star[0])} \\ s^2 \lVert J_*\rVert^2 &= "
+    rf"{_fmt(nums.prior_variance * nums.jacobian_norm_star[0] ** 2)}"
+    r"\quad\text{(prior variance at } x^*\text{)}\end{aligned}"
 )
-weight_col, function_col = st.columns(2, gap="medium")
-with weight_col:
-    st.markdown(
-        f"**Weight space (Eq. 2)** — p × p = {nums.num_params:,} × {nums.num_params:,}"
-    )
-    st.latex(
-        r"\text{(2)}\quad\begin{aligned} \mu_* &= " + mean_term
-        + r"J_*\,(J^\top J + c\,I_p)^{-1} J^\top r = "
-        + _fmt(nums.weight_space_mean[0])
-        + r" \\ \sigma_*^2 &= \sigma^2 J_*\,(J^\top J + c\,I_p)^{-1} J_*^\top = "
-        + _fmt(nums.weight_space_variance[0]) + r"\end{aligned}"
-    )
-with function_col:
-    st.markdown(
-        f"**Function space (Eq. 3)** — n·o × n·o = {nums.n * nums.outputs} × "
-        f"{nums.n * nums.outputs}"
-    )
-    st.latex(
-        r"\text{(3)}\quad\begin{aligned} \mu_* &= " + mean_term
-        + r"k_*^\top (K + c\,I_{n})^{-1} r = "
-        + _fmt(nums.function_space_mean[0])
-        + r" \\ \sigma_*^2 &= s^2\big(J_* J_*^\top - k_*^\top (K + c\,I_n)^{-1} k_*\big) = "
-        + _fmt(nums.function_space_variance[0]) + r"\end{aligned}"
-    )
+st.markdown(
+    f"**Weight space (Eq. 2)**, a p × p = {nums.num_params:,} × {nums.num_params:,} system:"
+)
+st.latex(
+    r"\text{(2)}\quad\begin{aligned} \mu_* &= " + mean_term
+    + r"J_*\,(J^\top J + c\,I_p)^{-1} J^\top r = "
+    + _fmt(nums.weight_space_mean[0])
+    + r" \\ \sigma_*^2 &= \sigma^2 J_*\,(J^\top J + c\,I_p)^{-1} J_*^\top = "
+    + _fmt(nums.weight_space_variance[0]) + r"\end{aligned}"
+)
+st.markdown(
+    f"**Function space (Eq. 3)**, an n·o × n·o = {nums.n * nums.outputs} × "
+    f"{nums.n * nums.outputs} system:"
+)
+st.latex(
+    r"\text{(3)}\quad\begin{aligned} \mu_* &= " + mean_term
+    + r"k_*^\top (K + c\,I_{n})^{-1} r = "
+    + _fmt(nums.function_space_mean[0])
+    + r" \\ \sigma_*^2 &= s^2\big(J_* J_*^\top - k_*^\top (K + c\,I_n)^{-1} k_*\big) = "
+    + _fmt(nums.function_space_variance[0]) + r"\end{aligned}"
+)
 solver = (
     "a Cholesky factorization" if nums.weight_space_method == "cholesky"
     else f"conjugate gradients (a p × p Cholesky would cost {nums.num_params**3 / 3:.2g} "
