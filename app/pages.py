@@ -55,6 +55,14 @@ PAGES: tuple[PageSpec, ...] = (
         "Explore",
     ),
     PageSpec(
+        "views/timing.py",
+        "Timing",
+        ":material/speed:",
+        "timing",
+        "Timing: how fast is linearized inference?",
+        "Explore",
+    ),
+    PageSpec(
         "views/learn.py",
         "Learn",
         ":material/school:",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,32 @@ from tests.figures import values as _values
 APP = Path(__file__).resolve().parents[1] / "app"
 ENTRY = APP / "streamlit_app.py"
 
-#: Page file (relative to app/) -> trace names its first figure must contain.
+#: Page file (relative to app/) -> trace names its first figure must contain (once a run
+#: exists, for the pages in RUN_FIRST).
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
+    "views/timing.py": {"function", "parameter-fd", "∝ n (linear)"},
 }
+
+
+def _run_button(at: AppTest) -> Any:
+    buttons = [b for b in at.button if b.label == "Run"]
+    assert len(buttons) == 1, [b.label for b in at.button]
+    return buttons[0]
+
+
+def _run_timing_tiny(at: AppTest) -> None:
+    """Timing draws after Run: tiny sweep options through its widgets, then Run."""
+    at.multiselect(key="sizes").set_value([50, 100])
+    at.select_slider(key="hidden").set_value(2)
+    at.multiselect(key="methods").set_value(["function", "parameter-fd"])
+    at.select_slider(key="test_points").set_value(50)
+    _run_button(at).click().run()
+
+
+#: Pages whose figure appears only after a Run button: page -> how to run it with tiny options.
+RUN_FIRST: dict[str, Callable[[AppTest], None]] = {"views/timing.py": _run_timing_tiny}
 
 #: The first run may train the source network when the model cache is cold.
 FIRST_RUN_TIMEOUT = 300.0
@@ -95,6 +116,9 @@ def test_every_page_file_is_registered_and_tested():
 def test_page_renders_with_expected_traces(page: str):
     at = _open(page)
     _assert_clean(at)
+    if page in RUN_FIRST:
+        RUN_FIRST[page](at)
+        _assert_clean(at)
     names = set(_traces(_figure(at)))
     assert PAGES[page] <= names, f"missing traces {PAGES[page] - names}"
 

@@ -19,6 +19,15 @@ from ntkcore.plots.regression import (
     parity_figure,
     posterior_band_figure,
 )
+from ntkcore.plots.timing import (
+    FISHER_UNITS,
+    REFERENCE_TRACE,
+    TIMING_UNITS,
+    fisher_cost_figure,
+    fisher_speedups,
+    timing_figure,
+    timing_growth,
+)
 from ntkcore.plots.tour import (
     fd_error_figure,
     kernel_heatmap_figure,
@@ -29,6 +38,8 @@ from ntkcore.plots.tour import (
 )
 
 __all__ = [
+    "FISHER_UNITS",
+    "REFERENCE_TRACE",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_IDENTITY",
@@ -37,8 +48,11 @@ __all__ = [
     "TRACE_PREDICTIONS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
+    "TIMING_UNITS",
     "band_trace_name",
     "fd_error_figure",
+    "fisher_cost_figure",
+    "fisher_speedups",
     "image_strip_figure",
     "kernel_heatmap_figure",
     "linearization_path_figure",
@@ -47,4 +61,6 @@ __all__ = [
     "posterior_band_figure",
     "space_cost_figure",
     "with_test_point",
+    "timing_figure",
+    "timing_growth",
 ]
