@@ -62,4 +62,12 @@ PAGES: tuple[PageSpec, ...] = (
         "Timing: how fast is linearized inference?",
         "Explore",
     ),
+    PageSpec(
+        "views/learn.py",
+        "Learn",
+        ":material/school:",
+        "learn",
+        "Learn: linearized networks, one idea at a time",
+        "Learn",
+    ),
 )

@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
+    "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
     "timing": ("Timing: how fast is linearized inference?", "function"),
 }
 #: Pages that draw their figure only after Run: URL path -> query string with tiny options
@@ -143,6 +144,68 @@ def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
+    finally:
+        context.close()
+
+
+def test_learn_exercise_run_and_shared_link(app_url: str, browser) -> None:
+    """Learn page: an exercise fills the widgets and the URL, Run measures, the link reproduces.
+
+    The engine's numbers printed under Eq. 2–3 are checked against the library's own call
+    with the exercise's settings.
+    """
+    import re
+
+    import torch
+
+    from app.learn_content import EXERCISES, NETWORKS
+    from ntkcore import data, zoo
+    from ntkcore.experiments import tour
+
+    settings = EXERCISES["band"].settings
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{app_url}/learn", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="visible",
+                               timeout=PLOT_TIMEOUT_MS)
+        page.locator('[data-testid="stSelectbox"]').filter(has_text="Load an exercise").click()
+        page.get_by_role("option", name=EXERCISES["band"].title).click()
+        page.wait_for_function(
+            f"window.location.search.includes('post_n={settings['post_n']}')", timeout=60_000
+        )
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached",
+                               timeout=60_000)
+        shared = page.url
+        page.get_by_text("the last layer only").click()
+        page.get_by_role("button", name="Run the measurement").click()
+        page.locator(".js-plotly-plot .legendtext").filter(
+            has_text="ntkcore.adapt (auto)"
+        ).first.wait_for(timeout=PLOT_TIMEOUT_MS)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    finally:
+        context.close()
+
+    # The shared link opens the same view in a fresh session.
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(shared, wait_until="domcontentloaded")
+        caption = page.get_by_text("The library's").first
+        caption.wait_for(timeout=PLOT_TIMEOUT_MS)
+        match = re.search(r"gives μ\* = (\S+), σ\*² = (\S+);", caption.inner_text())
+        assert match, caption.inner_text()
+        net = NETWORKS[settings["net"]]
+        task = data.load(net.dataset, seed=1)
+        x, y = task.context(settings["post_n"])
+        numbers = tour.posterior_numbers(
+            zoo.preset(net.preset_id).load(), x, y, torch.tensor([settings["post_x"]]),
+            noise_variance=settings["post_noise"], prior_variance=settings["post_prior"],
+            mean=settings["post_mean"],
+        )
+        assert float(match.group(1)) == pytest.approx(numbers.engine_mean[0], rel=1e-3)
+        assert float(match.group(2)) == pytest.approx(numbers.engine_variance[0], rel=1e-3)
+        assert page.locator('[data-testid="stException"]').count() == 0
     finally:
         context.close()
 

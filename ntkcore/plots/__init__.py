@@ -28,6 +28,14 @@ from ntkcore.plots.timing import (
     timing_figure,
     timing_growth,
 )
+from ntkcore.plots.tour import (
+    fd_error_figure,
+    kernel_heatmap_figure,
+    linearization_path_figure,
+    linearized_function_figure,
+    space_cost_figure,
+    with_test_point,
+)
 
 __all__ = [
     "FISHER_UNITS",
@@ -42,11 +50,17 @@ __all__ = [
     "TRACE_TRUTH",
     "TIMING_UNITS",
     "band_trace_name",
+    "fd_error_figure",
     "fisher_cost_figure",
     "fisher_speedups",
     "image_strip_figure",
+    "kernel_heatmap_figure",
+    "linearization_path_figure",
+    "linearized_function_figure",
     "parity_figure",
     "posterior_band_figure",
+    "space_cost_figure",
+    "with_test_point",
     "timing_figure",
     "timing_growth",
 ]
