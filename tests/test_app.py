@@ -173,6 +173,7 @@ class TestAdaptPage:
             ("radio", "mean", "network"),
             ("selectbox", "strategy", "function"),
             ("checkbox", "show_source", True),
+            ("radio", "precision", "float64"),
         ],
     )
     def test_widget_change_rerenders(self, at: AppTest, kind: str, key: str, value: Any):
@@ -189,6 +190,17 @@ class TestAdaptPage:
             assert len(_values(traces["source"]["x"])) > 0
         if key == "strategy":
             assert _metrics(at)["Strategy"] == value
+        if key == "precision":  # the page's float64 posterior is the library's, to 1e-9
+            task = data.load("sinusoids", seed=at.number_input(key="seed").value)
+            model = zoo.preset(at.selectbox(key="arch").value).load().double()
+            x, y = task.context(at.slider(key="n_context").value)
+            post = ntkcore.adapt(
+                model, x, y, noise_variance=1e-3, prior_variance=1e-2, mean="zero"
+            )
+            expected = post.predict(task.test[0]).mean[:, 0].numpy()
+            shown = _values(traces["posterior mean"]["y"])
+            order = np.argsort(task.test[0][:, 0].numpy())
+            np.testing.assert_allclose(shown, expected[order], rtol=1e-9, atol=1e-9)
 
     def test_library_value_error_is_shown_and_previous_result_kept(
         self, at: AppTest, monkeypatch: pytest.MonkeyPatch
