@@ -225,7 +225,8 @@ class Categorical(Likelihood):
         return root * u - pi * (root * u).sum(-1, keepdim=True)  # L u = √π⊙u − π (√πᵀu)
 
     def log_prob(self, f: Tensor, y: Tensor) -> Tensor:
-        return f.log_softmax(-1).gather(-1, y.long().unsqueeze(-1)).squeeze(-1)
+        index = y.long().expand(f.shape[:-1]).unsqueeze(-1)
+        return f.log_softmax(-1).gather(-1, index).squeeze(-1)
 
     def nll_grad(self, f: Tensor, y: Tensor) -> Tensor:
         return f.softmax(-1) - F.one_hot(y.long(), f.shape[-1]).to(f.dtype)

@@ -16,6 +16,7 @@
 from ntkcore.zoo.architectures import (
     MLP,
     AlexNet,
+    ConvAutoencoder,
     HeteroscedasticMLP,
     LeNet3,
     PreResNet,
@@ -34,6 +35,7 @@ __all__ = [
     "PRESETS",
     "AlexNet",
     "ArchInfo",
+    "ConvAutoencoder",
     "CacheCorruptionWarning",
     "HeteroscedasticMLP",
     "LeNet3",
