@@ -10,6 +10,7 @@ from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
 from ntkcore.parameters import ParameterLayout, last_layers, select_parameters
 from ntkcore.posterior import Posterior, Prediction, adapt, choose_strategy
+from ntkcore.similarity import compare_jacobians, jacobian_similarity, ntk_eigenvalues
 
 __all__ = [
     "HyperparameterFit",
@@ -25,6 +26,9 @@ __all__ = [
     "ParameterLayout",
     "last_layers",
     "select_parameters",
+    "compare_jacobians",
+    "jacobian_similarity",
+    "ntk_eigenvalues",
 ]
 __version__ = "0.1.0"
 

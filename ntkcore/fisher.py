@@ -88,7 +88,7 @@ from ntkcore.jacobian_at import JacobianAt
 from ntkcore.kinks import ActivationPattern
 from ntkcore.likelihoods import LIKELIHOODS, Likelihood
 from ntkcore.likelihoods import likelihood as make_likelihood
-from ntkcore.linearization import Linearization, as_linearization, chunk_slices
+from ntkcore.linearization import Linearization, as_linearization, as_real_tensor, chunk_slices
 
 __all__ = [
     "KINKS",
@@ -173,8 +173,7 @@ def output_fisher(
 
 # ---------------------------------------------------------------------------- validation
 def _check_v(lin: Linearization, v: object) -> Tensor:
-    if not isinstance(v, Tensor):
-        v = torch.as_tensor(v)
+    v = as_real_tensor(v, "v")
     p = lin.num_params
     if v.dim() not in (1, 2) or v.shape[-1] != p:
         raise ValueError(f"v must have shape ({p},) or (k, {p}), got {tuple(v.shape)}")

@@ -5,22 +5,32 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
+    TRACE_CLICK,
     TRACE_CONTEXT,
+    TRACE_IDENTITY,
     TRACE_MEAN,
     TRACE_NETWORK,
+    TRACE_PREDICTIONS,
     TRACE_SOURCE,
     TRACE_TRUTH,
     band_trace_name,
+    parity_figure,
     posterior_band_figure,
 )
 
 __all__ = [
+    "TRACE_CLICK",
     "TRACE_CONTEXT",
+    "TRACE_IDENTITY",
     "TRACE_MEAN",
     "TRACE_NETWORK",
+    "TRACE_PREDICTIONS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "image_strip_figure",
+    "parity_figure",
     "posterior_band_figure",
 ]

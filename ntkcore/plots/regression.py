@@ -16,7 +16,7 @@ that apps and tests can find it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,11 @@ __all__ = [
     "TRACE_NETWORK",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
+    "TRACE_CLICK",
+    "TRACE_IDENTITY",
+    "TRACE_PREDICTIONS",
     "band_trace_name",
+    "parity_figure",
     "posterior_band_figure",
 ]
 
@@ -37,6 +41,12 @@ TRACE_SOURCE = "source"
 TRACE_TRUTH = "true function"
 TRACE_MEAN = "posterior mean"
 TRACE_NETWORK = "network"
+#: Invisible markers covering the plot area, so that a click anywhere selects a point (x, y).
+TRACE_CLICK = "click to add a point"
+
+# Baseline methods drawn as lines, in the order given (the paper's Figure 6 uses grey for ABLR
+# and yellow for the RBF GP).
+_BASELINE_COLOURS = ("#8c8c8c", "#e0b000", "#2ca02c", "#d62728", "#17becf", "#9467bd")
 
 # Colours follow the paper's Figure 6: posterior blue, context purple, source orange.
 _BLUE = "#1f77b4"
@@ -137,6 +147,8 @@ def posterior_band_figure(
     title: str | None = None,
     height: int | None = 460,
     y_range: str | tuple[float, float] = "data",
+    baselines: Mapping[str, Pair] | None = None,
+    click_grid: int = 0,
 ) -> go.Figure:
     """Draw a 1-D regression posterior: mean, credible band, data and reference curves.
 
@@ -169,12 +181,19 @@ def posterior_band_figure(
         the band run off the plot where it is wider (far from the data a GP's band can be
         orders of magnitude wider than the function); ``"all"``: Plotly's autorange, band
         included; a pair: explicit limits.
+    baselines : mapping of str to (x, y) pairs, optional
+        Other methods' predictive means (e.g. ABLR, last-layer retraining, an RBF GP), one
+        line each, named by their key.
+    click_grid : int, default 0
+        With ``n > 0``, an invisible ``n × n`` grid of markers spanning the plotted area
+        (trace ``TRACE_CLICK``), so that a click anywhere selects a point with its (x, y):
+        what an app needs to let users add observations by clicking.
 
     Returns
     -------
     plotly.graph_objects.Figure
-        Traces, bottom to top: band, true function, network, posterior mean, source,
-        context. Only the traces whose data is given are present.
+        Traces, bottom to top: band, true function, network, baselines, posterior mean,
+        source, context, click grid. Only the traces whose data is given are present.
 
     Raises
     ------
@@ -257,6 +276,18 @@ def posterior_band_figure(
                 line={"color": _NETWORK, "width": 2, "dash": "dash"},
             )
         )
+    for i, (label, pair) in enumerate((baselines or {}).items()):
+        bx, by = _sorted_pair(*_pair(pair, f"baseline {label!r}", output))
+        shown.append(by)
+        fig.add_trace(
+            go.Scatter(
+                x=bx,
+                y=by,
+                name=str(label),
+                mode="lines",
+                line={"color": _BASELINE_COLOURS[i % len(_BASELINE_COLOURS)], "width": 2},
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=xs,
@@ -307,7 +338,121 @@ def posterior_band_figure(
         low = min(float(v.min()) for v in shown if v.size)
         high = max(float(v.max()) for v in shown if v.size)
         margin = 0.1 * (high - low) or 0.1 * max(abs(low), 1.0)
-        fig.update_yaxes(range=[low - margin, high + margin])
-    elif y_range != "all":
-        fig.update_yaxes(range=[float(y_range[0]), float(y_range[1])])
+        y_lim = (low - margin, high + margin)
+    elif y_range == "all":
+        y_lim = (
+            float(min(lower.min(), *(v.min() for v in shown))),
+            float(max(upper.max(), *(v.max() for v in shown))),
+        )
+    else:
+        y_lim = (float(y_range[0]), float(y_range[1]))
+    if y_range != "all":
+        fig.update_yaxes(range=list(y_lim))
+    if isinstance(click_grid, bool) or not isinstance(click_grid, int) or click_grid < 0:
+        raise ValueError(f"click_grid must be a non-negative int, got {click_grid!r}")
+    if click_grid:
+        gx, gy = np.meshgrid(
+            np.linspace(xs.min(), xs.max(), click_grid), np.linspace(*y_lim, click_grid)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=gx.ravel(),
+                y=gy.ravel(),
+                name=TRACE_CLICK,
+                mode="markers",
+                marker={"size": 12, "opacity": 0.0, "color": _PURPLE},
+                showlegend=False,
+                hovertemplate="click to add (%{x:.2f}, %{y:.2f})<extra></extra>",
+            )
+        )
+    return fig
+
+
+TRACE_PREDICTIONS = "predictions"
+TRACE_IDENTITY = "y = x"
+
+
+def parity_figure(
+    y: ArrayLike,
+    mean: ArrayLike,
+    variance: ArrayLike,
+    *,
+    n_std: float = 2.0,
+    output: int = 0,
+    title: str | None = None,
+    height: int | None = 460,
+) -> go.Figure:
+    """Predicted against true values with ±``n_std``·σ error bars, for inputs of any shape.
+
+    What a posterior looks like when its inputs cannot be drawn on an axis (several input
+    columns, images): points on the diagonal are exact, bars show the predictive spread.
+
+    Parameters
+    ----------
+    y : array-like, shape (m,) or (m, o)
+        True targets.
+    mean, variance : array-like, shape (m,) or (m, o)
+        Predictive mean and variance (column ``output`` is drawn).
+    n_std : float
+        Half-length of the error bars in standard deviations.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Traces ``TRACE_IDENTITY`` (the diagonal) and ``TRACE_PREDICTIONS``.
+
+    Raises
+    ------
+    ValueError
+        If lengths differ, values are not finite, or a variance is negative.
+    """
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std must be a positive finite number, got {n_std!r}")
+    truth = _column(y, "y", output)
+    mu = _column(mean, "mean", output)
+    var = _column(variance, "variance", output)
+    if not truth.shape[0] == mu.shape[0] == var.shape[0]:
+        raise ValueError(
+            f"y, mean and variance must have the same length, got {truth.shape[0]}, "
+            f"{mu.shape[0]} and {var.shape[0]}"
+        )
+    if truth.shape[0] == 0:
+        raise ValueError("y is empty: nothing to plot")
+    for array, name in ((truth, "y"), (mu, "mean"), (var, "variance")):
+        _check_finite(array, name)
+    if np.any(var < 0):
+        raise ValueError(f"variance must be non-negative, got minimum {var.min():.3g}")
+    half = n_std * np.sqrt(var)
+    low = float(min(truth.min(), (mu - half).min()))
+    high = float(max(truth.max(), (mu + half).max()))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[low, high],
+            y=[low, high],
+            name=TRACE_IDENTITY,
+            mode="lines",
+            line={"color": _TRUTH, "width": 1, "dash": "dot"},
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=truth,
+            y=mu,
+            name=TRACE_PREDICTIONS,
+            mode="markers",
+            marker={"color": _BLUE, "size": 6, "opacity": 0.8},
+            error_y={"type": "data", "array": half, "color": _BAND, "thickness": 1.5},
+            hovertemplate="true %{x:.3f}<br>predicted %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=height,
+        xaxis_title="true value",
+        yaxis_title=f"predicted (mean ± {n_std:g}σ)",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+    )
     return fig

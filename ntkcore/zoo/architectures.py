@@ -21,6 +21,7 @@ network can be differentiated with ``torch.func`` transforms.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -88,8 +89,10 @@ class MLP(nn.Module):
         Input dimension.
     out_features : int
         Output dimension.
-    width : int
-        Number of units of every hidden layer.
+    width : int or sequence of int
+        Number of units of every hidden layer, or one number per hidden layer (a sequence of
+        ``depth`` widths: the equal-size, differently shaped tanh networks of Figure 3 right,
+        e.g. ``width=(10, 1000, 10)``).
     depth : int
         Number of hidden layers (each a ``Linear`` followed by the activation).  ``depth=3``
         is the "three-layer tanh MLP" of the sinusoid experiments (Maddox et al., 2021,
@@ -106,22 +109,30 @@ class MLP(nn.Module):
         self,
         in_features: int = 1,
         out_features: int = 1,
-        width: int = 40,
+        width: int | Sequence[int] = 40,
         depth: int = 3,
         activation: str = "tanh",
     ) -> None:
         super().__init__()
         in_features = _positive_int(in_features, "in_features")
         out_features = _positive_int(out_features, "out_features")
-        width = _positive_int(width, "width")
         depth = _positive_int(depth, "depth")
+        if isinstance(width, Sequence) and not isinstance(width, str):
+            if len(width) != depth:
+                raise ValueError(
+                    f"width must be one integer or {depth} (depth) per-layer widths, got "
+                    f"{list(width)!r}"
+                )
+            widths = [_positive_int(w, "width") for w in width]
+        else:
+            widths = [_positive_int(width, "width")] * depth
         layers: list[nn.Module] = []
         fan_in = in_features
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), _activation(activation)]
-            fan_in = width
+        for layer_width in widths:
+            layers += [nn.Linear(fan_in, layer_width), _activation(activation)]
+            fan_in = layer_width
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_features)
+        self.head = nn.Linear(fan_in, out_features)
         self.input_shape: tuple[int, ...] = (in_features,)
         self.output_dim = out_features
 
