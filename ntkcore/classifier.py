@@ -955,7 +955,7 @@ def _fit_vi(
         surrogate.backward()
         opt.step()
         sched.step()
-        window.append(-float(nll.mean()) - float(kl))
+        window.append(-float(nll.mean()) - float(kl.detach()))
         if (step + 1) % record_every == 0 or step == steps - 1:
             trace.append((step + 1, sum(window) / len(window)))
             window = []
