@@ -156,9 +156,9 @@ class GLMData:
     r"""The data term of the GLM (Eq. 4) at fixed inputs: logits, −log-likelihood, its
     gradient and Gauss–Newton products.
 
-    Every sum over data points of the classifier happens in this class, in
-    :meth:`_reduce` (the scalar negative log-likelihood and the products Jᵀ u, which sum
-    over points): the one place a distributed reduction would go.
+    Every sum over data points of the classifier goes through :meth:`_reduce` (the scalar
+    negative log-likelihood, the products Jᵀ u, and :class:`DenseGGN`'s Σᵢ BᵢᵀBᵢ): the one
+    place a distributed reduction would go.
 
     Parameters
     ----------
@@ -664,7 +664,10 @@ class DenseGGN:
         if data.scale != 1.0:
             self.b = self.b * math.sqrt(data.scale)
         self.space = "function" if n * o <= p else "parameter"
-        small = self.b @ self.b.mT if self.space == "function" else self.b.mT @ self.b
+        if self.space == "function":
+            small = self.b @ self.b.mT  # points × points: not a sum over data
+        else:
+            small = data._reduce(self.b.mT @ self.b)  # Σᵢ BᵢᵀBᵢ: a sum over data points
         small = small.to(_F64)
         self.gram = 0.5 * (small + small.mT)
         self._eigen: tuple[Tensor, Tensor] | None = None
