@@ -528,10 +528,11 @@ if missing and not fresh:
         "`python -m ntkcore.zoo build --preset workshop` pre-trains the small preset's nine."
     )
 if record is None:
+    count = len(settings.datasets()) * settings.seeds
     st.info(
-        "No result for these settings yet: press **Run**. The small preset compares the "
-        "Jacobians of nine networks in about 25 s of CPU time once they are trained (longer "
-        "when the machine is busy); a bar shows what runs."
+        f"No result for these settings yet: press **Run** to compare the Jacobians of {count} "
+        "networks. The small preset (nine networks) takes about 25 s of CPU time once they are "
+        "trained, longer when the machine is busy; a bar shows what runs."
     )
     _findings()
     run_settings = settings
@@ -546,7 +547,7 @@ else:
         f"{len(tables['main']) // len(run_settings.measures)} comparisons of networks trained "
         f"with seeds {', '.join(str(s) for s in sorted(set(tables['models']['seed'])))}, "
         f"on the first {run_settings.n_probe} MNIST1 images. Each point is one pair of "
-        "networks; the box shows the quartiles, the dashed line the mean."
+        "networks; the box shows the quartiles, the line across the violin the mean."
     )
     _figure5(tables["main"], run_settings.measures)
     if not tables["spectra"].empty:
