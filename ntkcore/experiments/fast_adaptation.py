@@ -39,7 +39,7 @@ DATASETS = tuple(DEFAULT_PRESETS)
 #: Every registered method, in table order.
 METHOD_NAMES = (
     "ntk", "ntk-linearized", "no-retrain", "last-layer", "last-layer-6x", "fine-tune",
-    "rbf-gp", "ablr",
+    "rbf-gp", "ablr", "ablr-scratch",
 )
 #: Columns of :func:`fast_adaptation`'s table.
 COLUMNS = (
@@ -70,13 +70,8 @@ _SIZES: dict[str, dict[str, tuple[tuple[int, ...], tuple[int, ...]]]] = {
         "faces-rotation": ((10, 25, 50, 100, 200), tuple(range(10))),
     },
 }
-# Source-side options per preset (method -> keywords). ABLR's feature learning runs full
-# batch over the source set; on the 45x45 faces a LeNet step costs ~0.1 s, so the small
-# preset learns on a 256-image subset with fewer steps.
-_OPTIONS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
-    "small": {"faces-rotation": {"ablr": {"steps": 50, "max_source_points": 256}}},
-    "full": {},
-}
+# Source-side options per preset and dataset (method -> keywords); none differ today.
+_OPTIONS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {"small": {}, "full": {}}
 # Relative cost of one fit, for the progress bar.
 _COST = {"last-layer": 3.0, "last-layer-6x": 12.0, "fine-tune": 5.0}
 
@@ -148,8 +143,8 @@ def fast_adaptation(
     task then gets each method fit on its context points. Point methods (``no-retrain``,
     ``last-layer``, ``last-layer-6x``, ``fine-tune``) are scored as the Gaussian whose
     variance is their mean squared residual on the context points; Bayesian methods
-    (``ntk``, ``ntk-linearized``, ``rbf-gp``, ``ablr``) with their predictive of y (latent
-    variance plus noise). See :mod:`ntkcore.experiments.methods`.
+    (``ntk``, ``ntk-linearized``, ``rbf-gp``, ``ablr``, ``ablr-scratch``) with their
+    predictive of y (latent variance plus noise). See :mod:`ntkcore.experiments.methods`.
 
     Parameters
     ----------

@@ -22,10 +22,12 @@ name               kind        what
 ``fine-tune``      point       retrain all layers for the source budget
 ``rbf-gp``         bayesian    RBF GP, hyperparameters fit on the source
 ``ablr``           bayesian    Bayesian linear regression on learned last-layer features
+                               (feature learning starts from the source network)
+``ablr-scratch``   bayesian    the same, features learned from a random initialization
 =================  ==========  ====================================================
 """
 
-from ntkcore.experiments.methods.ablr import ABLR, BayesianLinearRegression
+from ntkcore.experiments.methods.ablr import ABLR, ABLRScratch, BayesianLinearRegression
 from ntkcore.experiments.methods.base import (
     METHODS,
     VARIANCE_FLOOR,
@@ -44,6 +46,7 @@ from ntkcore.experiments.methods.source import DEFAULT_PRESETS, HEAD, Source, lo
 
 __all__ = [
     "ABLR",
+    "ABLRScratch",
     "DEFAULT_PRESETS",
     "HEAD",
     "METHODS",

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ntkcore import zoo
 from ntkcore.experiments.methods.base import Method, register
 from ntkcore.experiments.methods.heads import HeadFeatures
 from ntkcore.experiments.methods.source import Source
 
-__all__ = ["ABLR", "BayesianLinearRegression", "blr_log_marginal_likelihood"]
+__all__ = ["ABLR", "ABLRScratch", "BayesianLinearRegression", "blr_log_marginal_likelihood"]
 
 _F64 = torch.float64
 
@@ -109,36 +110,52 @@ class ABLR(Method):
     (:func:`blr_log_marginal_likelihood`) of the source data (at most
     ``max_source_points``, full batch): L-BFGS on (log α, log β) with the features fixed,
     then ``steps`` Adam steps on the feature layers and (log α, log β) jointly (learning
-    rate of the source training for the features, 0.01 for the log-precisions), then
-    L-BFGS on (log α, log β) again. :meth:`fit` keeps the features and precisions fixed
-    and computes the closed-form posterior on the context points
+    rate of the source training for the features, 0.01 for the log-precisions; by default
+    as many steps as the source network was trained for epochs, the budget the retraining
+    baselines get too), then L-BFGS on (log α, log β) again. :meth:`fit` keeps the
+    features and precisions fixed and computes the closed-form posterior on the context points
     (:class:`BayesianLinearRegression`); :meth:`predict` returns the predictive of **y**
     (1/β included).
 
     Differences from Perrone et al., stated: they learn the features from a random
     initialization jointly over many source tasks, with per-task precisions. Here there is
-    one source task, so the features start from the trained source network (the same
-    network the NTK linearizes) and the precisions learned on the source are transferred.
+    one source task and the precisions learned on it are transferred; by default
+    (``init="network"``) the features start from the trained source network (the same
+    network the NTK linearizes), with ``init="scratch"`` from a fresh random initialization
+    of the same architecture (as Perrone et al. and the paper's reference script).
     The paper's reference script (amzn/xfer, ``ablr_implementation.py``) instead took 150
     more gradient steps on every target task; with fixed features ABLR's adaptation is
     closed form, like the NTK's.
 
     Parameters
     ----------
-    steps : int
+    steps : int, optional
         Joint Adam steps on the source marginal likelihood (0: keep the source network's
-        features and fit only α, β).
+        features and fit only α, β); default the source training's number of epochs.
+        Measured on sinusoids (10 tasks, 50 context points): test MSE 0.060 with 0 steps,
+        0.027 with 200, 0.010 with 1,000.
     max_source_points : int
+    init : {"network", "scratch"}, optional
+        Where feature learning starts: the trained source network, or the same architecture
+        re-initialized (``reset_parameters`` of every layer, seeded by the source seed).
+        Default the class's: ``network`` for ``ablr``, ``scratch`` for ``ablr-scratch``.
     """
 
     name = "ablr"
     rank = 60
     kind = "bayesian"
+    init = "network"
 
-    def __init__(self, *, steps: int = 200, max_source_points: int = 1000) -> None:
+    def __init__(self, *, steps: int | None = None, max_source_points: int = 500,
+                 init: str | None = None) -> None:
         super().__init__()
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if init is not None:
+            if init not in ("network", "scratch"):
+                raise ValueError(f"init must be 'network' or 'scratch', got {init!r}")
+            self.init = init
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
+                                  or steps < 0):
+            raise ValueError(f"steps must be a non-negative int or None, got {steps!r}")
         if isinstance(max_source_points, bool) or not isinstance(max_source_points, int) or (
             max_source_points < 2
         ):
@@ -148,6 +165,8 @@ class ABLR(Method):
         self._features: HeadFeatures | None = None
         self._alpha = self._beta = float("nan")
         self._source_lml = float("nan")
+        self._steps = 0
+        self._source_points = 0
         self._blr: BayesianLinearRegression | None = None
 
     # ------------------------------------------------------------------ source side
@@ -157,7 +176,13 @@ class ABLR(Method):
             g = torch.Generator().manual_seed(source.seed)
             keep = torch.randperm(x.shape[0], generator=g)[: self.max_source_points]
             x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+        self._source_points = int(x.shape[0])
         network = copy.deepcopy(source.model).eval()
+        if self.init == "scratch":
+            with zoo.seeded(source.seed):
+                for module in network.modules():
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
         features = HeadFeatures(network)
         head = {id(p) for p in features.head.parameters()}
         body = [p for p in network.parameters() if id(p) not in head]
@@ -190,14 +215,16 @@ class ABLR(Method):
             opt.step(closure)
 
         fit_precisions(phi)
-        if self.steps > 0 and body:
+        steps = int(source.training["epochs"]) if self.steps is None else self.steps
+        self._steps = steps
+        if steps > 0 and body:
             for p in body:
                 p.requires_grad_(True)
             opt = torch.optim.Adam([
                 {"params": body, "lr": float(source.training["lr"])},
                 {"params": [log_prec], "lr": 0.01},
             ])
-            for _ in range(self.steps):
+            for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
                 loss = neg_lml(_design(features(x)))
                 loss.backward()
@@ -230,12 +257,18 @@ class ABLR(Method):
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"hyper": "fixed", "chosen_by": "source marginal likelihood",
-                               "steps": self.steps}
+        out: dict[str, Any] = {"hyper": "fixed", "chosen_by": "source marginal likelihood"}
         if self._features is not None:
-            out.update(alpha=self._alpha, beta=self._beta, noise_variance=1.0 / self._beta,
-                       prior_variance=1.0 / self._alpha, source_log_marginal_likelihood=(
-                           self._source_lml))
+            out.update(
+                init=self.init,
+                steps=self._steps,
+                source_points=self._source_points,
+                alpha=self._alpha,
+                beta=self._beta,
+                noise_variance=1.0 / self._beta,
+                prior_variance=1.0 / self._alpha,
+                source_log_marginal_likelihood=self._source_lml,
+            )
         return out
 
     def _fit(self, x: Tensor, y: Tensor) -> None:
@@ -247,3 +280,14 @@ class ABLR(Method):
         mean, var = self._blr.predict(_design(self._features(x)))
         dtype = self.source.dtype
         return mean.to(dtype), var.to(dtype)
+
+
+@register
+class ABLRScratch(ABLR):
+    """:class:`ABLR` with features learned from a random initialization of the source
+    architecture (``init="scratch"``), as Perrone et al. (2018) and the paper's reference
+    script learn them; same budget, same closed-form adaptation."""
+
+    name = "ablr-scratch"
+    rank = 61
+    init = "scratch"
