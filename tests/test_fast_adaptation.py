@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ntkcore import data
 from ntkcore.experiments import fast_adaptation as fa
@@ -24,6 +25,16 @@ from ntkcore.experiments import get, run
 @pytest.fixture(autouse=True)
 def _cache(ntkcore_cache, monkeypatch):
     monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These small networks run fastest on one thread; on a shared machine two threads
+    were up to 10x slower (the other thread's core busy elsewhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _mean_mse(table: pd.DataFrame) -> pd.DataFrame:
@@ -122,7 +133,8 @@ def test_progress_is_monotone_and_its_exceptions_propagate():
 @pytest.mark.slow
 def test_command_line(tmp_path, repo_root, ntkcore_cache):
     out = tmp_path / "fa.csv"
-    env = {**os.environ, "PYTHONPATH": str(repo_root), "NTKCORE_CACHE": str(ntkcore_cache)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root), "NTKCORE_CACHE": str(ntkcore_cache),
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "ntkcore.experiments", "fast-adaptation", "--preset", "small",
          "--tasks", "0", "--context-sizes", "5", "10", "--methods", "ntk", "no-retrain",
@@ -169,3 +181,71 @@ def test_spatial_maps_grid_units_and_consistency_with_the_table():
 def test_spatial_maps_runs_through_the_registry():
     table = run("spatial-maps", n_context=10, method="no-retrain")
     assert int(table["context"].sum()) == 10 and (table["method"] == "no-retrain").all()
+
+
+# ----------------------------------------------------------------------------- findings
+@pytest.mark.slow
+def test_sinusoids_ntk_beats_no_retraining_and_scratch_ablr_with_few_points():
+    """Figure 6: "the finite NTK ... significantly outperforms ABLR", and adapting beats not
+    retraining.
+
+    Our data (8 target tasks, source network ``sinusoids-mlp``): the NTK's mean test MSE is
+    far below the unadapted network's at every context size, and below ABLR with features
+    learned from scratch (Perrone et al.'s and the reference script's setup,
+    ``ablr-scratch``) for 5 to 20 context points. It is *not* below ABLR whose feature
+    learning starts from the trained source network (``ablr``, the default): that ABLR has
+    the lower mean MSE at every context size on our tasks, and ``ablr-scratch`` catches up
+    with the NTK at 50 points. Neither contradicted comparison is asserted.
+    """
+    table = fa.fast_adaptation(dataset="sinusoids", tasks=tuple(range(8)),
+                               context_sizes=(5, 10, 20, 50),
+                               methods=("ntk", "no-retrain", "ablr-scratch"))
+    mse = _mean_mse(table)
+    assert (mse["ntk"] < 0.5 * mse["no-retrain"]).all(), mse
+    assert (_wins(table, "ntk", "no-retrain").loc[[10, 20, 50]] >= 0.75).all()
+    assert (mse["ntk"].loc[[5, 10, 20]] < mse["ablr-scratch"].loc[[5, 10, 20]]).all(), mse
+
+
+@pytest.mark.slow
+def test_faces_ntk_beats_last_layer_retraining_from_50_points():
+    """Figure 7b: "the NTK has the biggest advantage when there is a small amount of data".
+
+    Our data (faces-rotation, LFW crops standing in for Olivetti; 4 target tasks): with 50
+    context points the NTK's test MSE is well below last-layer retraining's on (nearly)
+    every task. With 10 points the two are tied (NTK 0.33, last layer 0.31 mean MSE over 6
+    tasks; each wins half): last-layer retraining for the source budget (40 epochs, one
+    step each with 10 points) barely moves the network, and the zero-mean NTK has not yet
+    recovered the network's own prediction. The advantage *grows* with the number of
+    points, against the paper's "biggest advantage with little data"; not asserted.
+    """
+    table = fa.fast_adaptation(dataset="faces-rotation", tasks=tuple(range(4)),
+                               context_sizes=(10, 50), methods=("ntk", "last-layer"))
+    mse = _mean_mse(table)
+    assert mse.loc[50, "ntk"] < 0.6 * mse.loc[50, "last-layer"], mse
+    assert _wins(table, "ntk", "last-layer").loc[50] >= 0.75
+    # the NTK improves with more points; last-layer retraining hardly moves
+    assert mse.loc[50, "ntk"] < 0.6 * mse.loc[10, "ntk"], mse
+
+
+@pytest.mark.slow
+def test_spatial_ntk_keeps_improving_with_more_context_points():
+    """Figure 7a: "the NTK improves its accuracy ... as the number of [context] points
+    increases, while re-training the last layer stagnates".
+
+    Our data (spatial, climate maps standing in for the malaria maps; 3 target tasks): the
+    NTK's mean test MSE falls at every step from 10 to 50 to 200 points (0.039, 0.012,
+    0.0085) and is below last-layer retraining's with 10 and 50 points. Last-layer
+    retraining for the source budget does *not* stagnate on our data: it improves from
+    0.11 to 0.009 and matches the NTK from about 100 points — asserted as measured, since
+    it contradicts the paper.
+    """
+    table = fa.fast_adaptation(dataset="spatial", tasks=(0, 1, 2), context_sizes=(10, 50, 200),
+                               methods=("ntk", "last-layer"))
+    mse = _mean_mse(table)
+    ntk, last = mse["ntk"], mse["last-layer"]
+    assert ntk.loc[10] > ntk.loc[50] > ntk.loc[200], ntk
+    assert ntk.loc[200] < 0.4 * ntk.loc[10]
+    assert (ntk.loc[[10, 50]] < last.loc[[10, 50]]).all(), mse
+    # the contradiction, as measured: last-layer retraining keeps improving too
+    assert last.loc[200] < 0.2 * last.loc[10]
+    assert last.loc[200] < 1.25 * ntk.loc[200]

@@ -57,6 +57,15 @@ class PrecomputedGram(Kernel):
         return False
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one thread is fastest (and far faster on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def source() -> methods.Source:
     """A float64 tanh MLP (2 × 12) trained briefly on a 40-point sinusoid."""
@@ -373,3 +382,15 @@ def test_a_user_method_plugs_into_the_registry(source):
         assert "test-context-mean" in methods.available()
     finally:
         methods_base._REGISTRY.pop("test-context-mean")
+
+
+def test_prepared_cache_returns_fresh_clones_of_one_preparation(source):
+    a = methods.prepared("ntk", source, noise_variance=0.1, prior_variance=1.0)
+    b = methods.prepared("ntk", source, noise_variance=0.1, prior_variance=1.0)
+    c = methods.prepared("ntk", source, noise_variance=0.2, prior_variance=1.0)
+    assert a is not b and a._lin is b._lin  # one preparation, two clones
+    assert c._lin is not a._lin  # other options, other preparation
+    x, y = source.task.context(5)
+    a.fit(x, y)
+    with pytest.raises(ValueError, match="not fitted"):
+        b.predict(x)

@@ -7,6 +7,14 @@
 >>> ntk = methods.create("ntk", source)                   # source-side work, once
 >>> mean, var = ntk.clone().fit(x, y).predict(x_test)     # doctest: +SKIP
 
+In an app or a notebook that adapts to many contexts, let the process-wide cache keep the
+source network and each method's source-side fit (it returns a fresh unfitted clone each
+call, safe to fit)::
+
+    source = methods.cached_source("sinusoids")           # zoo cache, loaded once
+    ablr = methods.prepared("ablr", source)               # feature learning once
+    mean, var = ablr.fit(x, y).predict(x_grid)            # milliseconds
+
 ``predict`` always returns the Gaussian predictive of **y** (noise included), mean and
 variance each of shape (m, o). Regression only. See :class:`Method` for the life cycle
 (``prepare`` / ``fit`` / ``predict`` / ``clone``) and how to add a method.
@@ -38,6 +46,9 @@ from ntkcore.experiments.methods.base import (
     register,
     residual_variance,
 )
+from ntkcore.experiments.methods.cache import clear as clear_cache
+from ntkcore.experiments.methods.cache import prepared
+from ntkcore.experiments.methods.cache import source as cached_source
 from ntkcore.experiments.methods.heads import HeadFeatures, HeadReadout, find_head
 from ntkcore.experiments.methods.ntk import NTK, NTKLinearized
 from ntkcore.experiments.methods.rbf_gp import RBFGP
@@ -64,10 +75,13 @@ __all__ = [
     "NoRetrain",
     "Source",
     "available",
+    "cached_source",
+    "clear_cache",
     "create",
     "find_head",
     "get",
     "load_source",
+    "prepared",
     "register",
     "residual_variance",
 ]
