@@ -8,16 +8,13 @@ except under ``CI=true``, where a missing browser is a failure.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.server import serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -55,59 +52,15 @@ def _require_chromium() -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @pytest.fixture(scope="module")
-def app_url(
-    repo_root: Path, ntkcore_cache: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def app_url(ntkcore_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve the app as ``make app`` does (app/launch.py) on a free local port."""
     _require_chromium()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = os.environ | {"NTKCORE_CACHE": str(ntkcore_cache)}
-    command = [
-        sys.executable, "app/launch.py",
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            command, cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                log_tail = log_path.read_text(errors="replace")[-4000:]
-                pytest.fail(
-                    f"streamlit did not become healthy at {url} (exit code {server.poll()}):\n"
-                    f"{log_tail}",
-                    pytrace=False,
-                )
-            time.sleep(0.25)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        with serve_app(tmp_path_factory.mktemp("streamlit"), ntkcore_cache) as server:
+            yield server.url
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,9 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
+    TRACE_CLICK,
     TRACE_CONTEXT,
     TRACE_MEAN,
     TRACE_NETWORK,
@@ -16,11 +18,13 @@ from ntkcore.plots.regression import (
 )
 
 __all__ = [
+    "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_MEAN",
     "TRACE_NETWORK",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "image_strip_figure",
     "posterior_band_figure",
 ]

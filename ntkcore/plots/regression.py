@@ -16,7 +16,7 @@ that apps and tests can find it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "TRACE_NETWORK",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
+    "TRACE_CLICK",
     "band_trace_name",
     "posterior_band_figure",
 ]
@@ -37,6 +38,12 @@ TRACE_SOURCE = "source"
 TRACE_TRUTH = "true function"
 TRACE_MEAN = "posterior mean"
 TRACE_NETWORK = "network"
+#: Invisible markers covering the plot area, so that a click anywhere selects a point (x, y).
+TRACE_CLICK = "click to add a point"
+
+# Baseline methods drawn as lines, in the order given (the paper's Figure 6 uses grey for ABLR
+# and yellow for the RBF GP).
+_BASELINE_COLOURS = ("#8c8c8c", "#e0b000", "#2ca02c", "#d62728", "#17becf", "#9467bd")
 
 # Colours follow the paper's Figure 6: posterior blue, context purple, source orange.
 _BLUE = "#1f77b4"
@@ -137,6 +144,8 @@ def posterior_band_figure(
     title: str | None = None,
     height: int | None = 460,
     y_range: str | tuple[float, float] = "data",
+    baselines: Mapping[str, Pair] | None = None,
+    click_grid: int = 0,
 ) -> go.Figure:
     """Draw a 1-D regression posterior: mean, credible band, data and reference curves.
 
@@ -169,12 +178,19 @@ def posterior_band_figure(
         the band run off the plot where it is wider (far from the data a GP's band can be
         orders of magnitude wider than the function); ``"all"``: Plotly's autorange, band
         included; a pair: explicit limits.
+    baselines : mapping of str to (x, y) pairs, optional
+        Other methods' predictive means (e.g. ABLR, last-layer retraining, an RBF GP), one
+        line each, named by their key.
+    click_grid : int, default 0
+        With ``n > 0``, an invisible ``n × n`` grid of markers spanning the plotted area
+        (trace ``TRACE_CLICK``), so that a click anywhere selects a point with its (x, y):
+        what an app needs to let users add observations by clicking.
 
     Returns
     -------
     plotly.graph_objects.Figure
-        Traces, bottom to top: band, true function, network, posterior mean, source,
-        context. Only the traces whose data is given are present.
+        Traces, bottom to top: band, true function, network, baselines, posterior mean,
+        source, context, click grid. Only the traces whose data is given are present.
 
     Raises
     ------
@@ -257,6 +273,18 @@ def posterior_band_figure(
                 line={"color": _NETWORK, "width": 2, "dash": "dash"},
             )
         )
+    for i, (label, pair) in enumerate((baselines or {}).items()):
+        bx, by = _sorted_pair(*_pair(pair, f"baseline {label!r}", output))
+        shown.append(by)
+        fig.add_trace(
+            go.Scatter(
+                x=bx,
+                y=by,
+                name=str(label),
+                mode="lines",
+                line={"color": _BASELINE_COLOURS[i % len(_BASELINE_COLOURS)], "width": 2},
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=xs,
@@ -307,7 +335,31 @@ def posterior_band_figure(
         low = min(float(v.min()) for v in shown if v.size)
         high = max(float(v.max()) for v in shown if v.size)
         margin = 0.1 * (high - low) or 0.1 * max(abs(low), 1.0)
-        fig.update_yaxes(range=[low - margin, high + margin])
-    elif y_range != "all":
-        fig.update_yaxes(range=[float(y_range[0]), float(y_range[1])])
+        y_lim = (low - margin, high + margin)
+    elif y_range == "all":
+        y_lim = (
+            float(min(lower.min(), *(v.min() for v in shown))),
+            float(max(upper.max(), *(v.max() for v in shown))),
+        )
+    else:
+        y_lim = (float(y_range[0]), float(y_range[1]))
+    if y_range != "all":
+        fig.update_yaxes(range=list(y_lim))
+    if isinstance(click_grid, bool) or not isinstance(click_grid, int) or click_grid < 0:
+        raise ValueError(f"click_grid must be a non-negative int, got {click_grid!r}")
+    if click_grid:
+        gx, gy = np.meshgrid(
+            np.linspace(xs.min(), xs.max(), click_grid), np.linspace(*y_lim, click_grid)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=gx.ravel(),
+                y=gy.ravel(),
+                name=TRACE_CLICK,
+                mode="markers",
+                marker={"size": 12, "opacity": 0.0, "color": _PURPLE},
+                showlegend=False,
+                hovertemplate="click to add (%{x:.2f}, %{y:.2f})<extra></extra>",
+            )
+        )
     return fig

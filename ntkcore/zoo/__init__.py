@@ -23,7 +23,7 @@ from ntkcore.zoo.architectures import (
     softplus_scale,
 )
 from ntkcore.zoo.cache import CacheCorruptionWarning, cache_root
-from ntkcore.zoo.presets import PRESETS, Preset, preset
+from ntkcore.zoo.presets import PRESETS, Preset, preset, presets_for
 from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch, pretrained
 from ntkcore.zoo.registry import ArchInfo, available, create, info, spec
 from ntkcore.zoo.training import LOSSES, TrainRecord, evaluate_loss, seeded, train
@@ -50,6 +50,7 @@ __all__ = [
     "fetch",
     "info",
     "preset",
+    "presets_for",
     "seeded",
     "pretrained",
     "softplus_scale",

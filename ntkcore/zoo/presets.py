@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch
+from ntkcore.zoo.cache import CheckpointStore
+from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch, load_task, resolve
 
-__all__ = ["PRESETS", "Preset", "preset"]
+__all__ = ["PRESETS", "Preset", "preset", "presets_for"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ class Preset:
             **self.hyper,
         )
 
+    def is_cached(self, *, cache_dir: str | os.PathLike[str] | None = None) -> bool:
+        """Whether the trained weights are in the checkpoint cache (loading takes ms)."""
+        task = load_task(self.dataset, dict(self.data_kw))
+        r = resolve(self.arch, self.dataset, task, self.seed, self.data_kw, **self.hyper)
+        return CheckpointStore(cache_dir).contains(r.stem)
+
     def load(
         self,
         *,
@@ -95,6 +102,20 @@ _WORKSHOP = (
         "sinusoids",
         "Three-layer tanh MLP (40 units) trained on one sinusoid task: the Adapt page's source",
         _frozen(width=40, depth=3, activation="tanh", epochs=1500, lr=1e-2),
+    ),
+    Preset(
+        "sinusoids-mlp-relu",
+        "mlp",
+        "sinusoids",
+        "Two-layer ReLU MLP (100 units) trained on one sinusoid task",
+        _frozen(width=100, depth=2, activation="relu", epochs=1500, lr=1e-2),
+    ),
+    Preset(
+        "sinusoids-mlp-gelu-wide",
+        "mlp",
+        "sinusoids",
+        "One-layer GELU MLP (1,000 units) trained on one sinusoid task",
+        _frozen(width=1000, depth=1, activation="gelu", epochs=1500, lr=1e-2),
     ),
     Preset(
         "linear-to-sine-mlp",
@@ -142,6 +163,13 @@ _WORKSHOP = (
 
 #: Preset groups: name -> entries.  ``workshop`` is what the app offers on a laptop CPU.
 PRESETS: Mapping[str, tuple[Preset, ...]] = MappingProxyType({"workshop": _WORKSHOP})
+
+
+def presets_for(dataset: str, group: str = "workshop") -> list[Preset]:
+    """The presets of ``group`` trained on ``dataset`` (the app's architecture menu)."""
+    if group not in PRESETS:
+        raise ValueError(f"unknown preset group {group!r}; available: {sorted(PRESETS)}")
+    return [p for p in PRESETS[group] if p.dataset == dataset]
 
 
 def preset(preset_id: str) -> Preset:

@@ -1,0 +1,124 @@
+"""Widgets, cached loaders and page furniture shared by the app's pages.
+
+Loaders keep models and tasks in ``st.cache_resource`` (bounded); a source model missing from
+the on-disk zoo cache is trained on first use under the heavy compute slot with a progress bar
+(:mod:`app.compute`). Nothing here computes a posterior: pages call the library for that.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import torch
+from torch import nn
+
+import ntkcore
+from app.compute import HEAVY, yield_point
+from ntkcore import data, zoo
+
+__all__ = [
+    "device_summary",
+    "download_csv",
+    "linearization",
+    "preset_model",
+    "reproduce",
+    "task",
+]
+
+
+def device_summary() -> str:
+    """One line for the sidebar: torch build and the devices heavy work runs on."""
+    build = f"torch {torch.__version__}"
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        where = f"GPU: {name} (Run buttons) · CPU for live views"
+    else:
+        where = f"CPU only ({platform.processor() or platform.machine()}, no CUDA device)"
+    return f"Compute: {where} · {build} · {torch.get_num_threads()} thread(s) per session"
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def task(name: str, seed: int = 0, **options: Any) -> data.Task:
+    """``ntkcore.data.load(name, seed, **options)``, shared by every session."""
+    return data.load(name, seed=seed, **options)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _cached_model(preset_id: str) -> nn.Module:
+    # Only called once the weights are on disk: loading takes milliseconds.
+    return zoo.preset(preset_id).load()
+
+
+def preset_model(preset_id: str) -> nn.Module:
+    """The trained source network of zoo preset ``preset_id``.
+
+    Missing from the on-disk zoo cache, it is trained here first, under the heavy compute slot
+    and with a progress bar (once per server: other sessions then load it from disk).
+    """
+    preset = zoo.preset(preset_id)
+    if not preset.is_cached():
+        status = st.status(f"Training the source network “{preset.description}” (first use)")
+        with status:
+            bar = st.progress(0.0, text="waiting for the compute slot")
+        t0 = time.perf_counter()
+        with HEAVY.hold():
+            if not preset.is_cached():  # another session may have trained it meanwhile
+
+                def progress(fraction: float) -> None:
+                    yield_point()
+                    bar.progress(min(1.0, fraction), text=f"{time.perf_counter() - t0:.0f} s")
+
+                preset.fetch(progress=progress)
+        status.update(
+            label=f"Trained “{preset.id}” in {time.perf_counter() - t0:.0f} s",
+            state="complete",
+            expanded=False,
+        )
+    return _cached_model(preset_id)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _cached_linearization(preset_id: str, mean_output: bool) -> ntkcore.Linearization:
+    model = _cached_model(preset_id)
+    if mean_output:
+        model = model.mean_model()
+    return ntkcore.Linearization(model)
+
+
+def linearization(preset_id: str) -> ntkcore.Linearization:
+    """The linearization of a preset's network (its mean output for heteroscedastic ones)."""
+    model = preset_model(preset_id)
+    return _cached_linearization(preset_id, hasattr(model, "mean_model"))
+
+
+def reproduce(code: str) -> None:
+    """A "Reproduce in Python" expander with the snippet that regenerates the page's figure."""
+    with st.expander("Reproduce in Python", icon=":material/code:"):
+        st.code(code.strip(), language="python")
+
+
+def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV") -> None:
+    """A download button for what a figure plots."""
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False)
+    st.download_button(
+        label,
+        buffer.getvalue(),
+        file_name=filename,
+        mime="text/csv",
+        icon=":material/download:",
+        key=f"download-{filename}",
+    )
+
+
+def format_settings(settings: Mapping[str, Any]) -> str:
+    """``a=1, b=0.001`` for captions."""
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()
+    )
