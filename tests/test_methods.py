@@ -143,9 +143,10 @@ def test_ntk_fixed_hyperparameters_come_from_the_source_marginal_likelihood(sour
 
 
 # ----------------------------------------------------------------------------- ablr
-def test_blr_log_marginal_likelihood_is_the_gaussian_density():
+@pytest.mark.parametrize("features", [4, 25])  # weight space (D < n) and data space (D > n)
+def test_blr_log_marginal_likelihood_is_the_gaussian_density(features):
     gen = torch.Generator().manual_seed(1)
-    phi = torch.randn(15, 4, generator=gen, dtype=F64)
+    phi = torch.randn(15, features, generator=gen, dtype=F64)
     y = torch.randn(15, 2, generator=gen, dtype=F64)
     alpha, beta = 0.7, 3.0
     cov = phi.numpy() @ phi.numpy().T / alpha + np.eye(15) / beta
