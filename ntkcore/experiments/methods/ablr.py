@@ -35,7 +35,8 @@ def blr_log_marginal_likelihood(phi: Tensor, y: Tensor, alpha: Tensor, beta: Ten
     with D <= n by Bishop (2006, Eq. 3.86), A = α I + β ΦᵀΦ, m_a = β A⁻¹ Φᵀ y_a,
     log p = Σ_a [n/2 log β + D/2 log α − β/2 ‖y_a − Φ m_a‖² − α/2 ‖m_a‖² − ½ log|A|
     − n/2 log 2π]; with n < D from the Cholesky factor of C directly (value and gradient for
-    the toy-gap network's D = 514, n = 300: 13.5 ms instead of 47.9 ms CPU, one thread). Differentiable in Φ, α, β (float64).
+    the toy-gap network's D = 514, n = 300: 13.5 ms instead of 47.9 ms CPU, one thread).
+    Differentiable in Φ, α, β (float64).
 
     Parameters
     ----------
