@@ -70,6 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.outdir.mkdir(parents=True, exist_ok=True)
+    commit = _commit()  # the code this process imported (later commits do not apply)
     for dataset in args.datasets:
         load_before = os.getloadavg()
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -83,7 +84,7 @@ def main() -> None:
             "command": f"python benchmarks/fast_adaptation.py --preset {args.preset} "
                        f"--datasets {dataset} --threads {args.threads}"
                        + (" --fit-hyper" if args.fit_hyper else ""),
-            "commit": _commit(),
+            "commit": commit,
             "machine": platform.platform(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
