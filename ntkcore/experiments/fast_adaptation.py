@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -367,7 +366,3 @@ def spatial_maps(
     steps.done()
     return table
 
-
-def _summary(table: pd.DataFrame, by: Sequence[str] = ("method", "n_context")) -> pd.DataFrame:
-    """Mean of mse, nll and coverage95 over tasks (used by the tests and RESULTS.md)."""
-    return table.groupby(list(by), sort=False)[["mse", "nll", "coverage95"]].mean()

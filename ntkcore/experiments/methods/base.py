@@ -159,8 +159,8 @@ class Method(ABC):
         shape = tuple(source.task.input_shape)
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
-        if x.dim() == len(shape) and tuple(x.shape[1:]) != shape and len(shape) == 1:
-            x = x.reshape(-1, *shape)  # a flat vector of 1-D inputs
+        if shape == (1,) and x.dim() == 1:
+            x = x.unsqueeze(-1)  # a flat vector of scalar inputs
         if tuple(x.shape[1:]) != shape or x.shape[0] < 1:
             raise ValueError(
                 f"{what} must have shape (n, {', '.join(map(str, shape))}) with n >= 1, got "
