@@ -189,15 +189,18 @@ def test_sinusoids_ntk_beats_no_retraining_and_scratch_ablr_with_few_points():
     """Figure 6: "the finite NTK ... significantly outperforms ABLR", and adapting beats not
     retraining.
 
-    Our data (8 target tasks, source network ``sinusoids-mlp``): the NTK's mean test MSE is
-    far below the unadapted network's at every context size, and below ABLR with features
-    learned from scratch (Perrone et al.'s and the reference script's setup,
-    ``ablr-scratch``) for 5 to 20 context points. It is *not* below ABLR whose feature
-    learning starts from the trained source network (``ablr``, the default): that ABLR has
-    the lower mean MSE at every context size on our tasks, and ``ablr-scratch`` catches up
-    with the NTK at 50 points. Neither contradicted comparison is asserted.
+    Our data (source network ``sinusoids-mlp``; full preset, 10 target tasks): the NTK's
+    mean test MSE is far below the unadapted network's at every context size (5.99 vs 14.2
+    at 5 points, 0.0096 vs 14.2 at 50) and it wins on 80-100% of the tasks. Against ABLR
+    with features learned from scratch (Perrone et al.'s and the reference script's setup,
+    ``ablr-scratch``) the NTK has the lower *mean* MSE for 5 to 20 points (5.99 vs 25.3,
+    4.57 vs 12.5, 0.71 vs 15.4), but per task it wins only 40-60%: scratch ABLR fails badly
+    on a few tasks and does well on the others; from 50 points it is better (0.0040 vs
+    0.0096). Against ABLR whose feature learning starts from the trained source network
+    (``ablr``, the default) the NTK loses at every context size (mean 4.37 vs 5.99 at 5
+    points, 0.0046 vs 0.0096 at 50). Only the mean comparisons that hold are asserted.
     """
-    table = fa.fast_adaptation(dataset="sinusoids", tasks=tuple(range(8)),
+    table = fa.fast_adaptation(dataset="sinusoids", tasks=tuple(range(10)),
                                context_sizes=(5, 10, 20, 50),
                                methods=("ntk", "no-retrain", "ablr-scratch"))
     mse = _mean_mse(table)
