@@ -94,6 +94,7 @@ def test_registered_in_the_experiments_registry():
         ({"tasks": (-1,)}, "ints >= 0"),
         ({"preset": "medium"}, "preset must be one of"),
         ({"seed": -2}, "seed must be"),
+        ({"arch": "no-such-net"}, "unknown architecture"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(options, message):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ntkcore import data
+from ntkcore import data, zoo
 from ntkcore.experiments.methods import available as available_methods
 from ntkcore.experiments.methods import cache
 from ntkcore.experiments.methods.source import DEFAULT_PRESETS
@@ -198,8 +198,8 @@ def fast_adaptation(
     Raises
     ------
     ValueError
-        Unknown dataset, method or preset; a context size outside [1, target pool size];
-        negative task seeds.
+        Unknown dataset, architecture, method or preset; a context size outside
+        [1, target pool size]; negative task seeds.
     """
     preset = check_preset(preset)
     dataset = _check_dataset(dataset)
@@ -209,6 +209,8 @@ def fast_adaptation(
     task_seeds = _int_tuple("tasks", tasks or defaults[1], 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if arch is not None:
+        zoo.spec(arch)  # ValueError listing the architectures
     dev = resolve_device(device, preset)
     # Load the target tasks first: bad context sizes fail before any training.
     targets = {}
