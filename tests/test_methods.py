@@ -300,27 +300,6 @@ def test_fine_tune_trains_every_layer(source):
     assert method.hyperparameters["trained"] == "all layers"
 
 
-# ----------------------------------------------------------------------------- zoo.train
-def test_zoo_train_params_freezes_the_rest_and_matches_manual_freezing():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(30, 3, generator=gen)
-    y = torch.randn(30, 2, generator=gen)
-    with zoo.seeded(1):
-        net = zoo.create("mlp", in_features=3, out_features=2, width=8, depth=2)
-    manual = copy.deepcopy(net)
-    start = copy.deepcopy(net.state_dict())
-    zoo.train(net, x, y, loss="mse", epochs=25, lr=1e-2, params="head")
-    for name, p in manual.named_parameters():
-        p.requires_grad_(name.startswith("head."))
-    zoo.train(manual, x, y, loss="mse", epochs=25, lr=1e-2)
-    for name, p in net.named_parameters():
-        assert p.requires_grad  # restored
-        assert torch.equal(p, manual.state_dict()[name])  # bit-identical trajectory
-        assert torch.equal(p, start[name]) != name.startswith("head."), name
-    with pytest.raises(ValueError, match="selects no parameter"):
-        zoo.train(net, x, y, loss="mse", epochs=1, params="nothing-like-this")
-
-
 # ----------------------------------------------------------------------------- interface
 def test_life_cycle_errors_and_clone(source):
     method = methods.get("ntk")(noise_variance=0.1, prior_variance=1.0)
