@@ -234,22 +234,28 @@ def test_faces_ntk_beats_last_layer_retraining_from_50_points():
 @pytest.mark.slow
 def test_spatial_ntk_keeps_improving_with_more_context_points():
     """Figure 7a: "the NTK improves its accuracy ... as the number of [context] points
-    increases, while re-training the last layer stagnates".
+    increases, while re-training the last layer stagnates and only has marginally better
+    performance than no-retraining at all".
 
-    Our data (spatial, climate maps standing in for the malaria maps; 3 target tasks): the
-    NTK's mean test MSE falls at every step from 10 to 50 to 200 points (0.039, 0.012,
-    0.0085) and is below last-layer retraining's with 10 and 50 points. Last-layer
-    retraining for the source budget does *not* stagnate on our data: it improves from
-    0.11 to 0.009 and matches the NTK from about 100 points — asserted as measured, since
-    it contradicts the paper.
+    Our data (spatial, climate maps standing in for the malaria maps; full preset, 10
+    target tasks): the NTK's mean test MSE falls at every step from 10 to 200 points (0.040,
+    0.021, 0.013, 0.011, 0.0089 for 10, 25, 50, 100, 200) and is 7-30× below the unadapted
+    network's (0.27). Last-layer retraining for the source budget does *not* stagnate on
+    our data: it improves as fast (0.066, 0.024, 0.014, 0.010, 0.0089) and is level with the
+    NTK — lower mean MSE for the NTK up to 50 points, but per task the NTK wins only 20-50%
+    there (the mean is pulled by the few tasks where the retrained head fits 10 points
+    badly). The improvement of last-layer retraining is asserted as measured, since it
+    contradicts the paper; no ordering of the two is asserted.
     """
-    table = fa.fast_adaptation(dataset="spatial", tasks=(0, 1, 2), context_sizes=(10, 50, 200),
-                               methods=("ntk", "last-layer"))
+    table = fa.fast_adaptation(dataset="spatial", tasks=tuple(range(10)),
+                               context_sizes=(10, 50, 200),
+                               methods=("ntk", "last-layer", "no-retrain"))
     mse = _mean_mse(table)
     ntk, last = mse["ntk"], mse["last-layer"]
     assert ntk.loc[10] > ntk.loc[50] > ntk.loc[200], ntk
     assert ntk.loc[200] < 0.4 * ntk.loc[10]
-    assert (ntk.loc[[10, 50]] < last.loc[[10, 50]]).all(), mse
+    assert (ntk < 0.2 * mse["no-retrain"]).all(), mse
+    assert (_wins(table, "ntk", "no-retrain") == 1.0).all()
     # the contradiction, as measured: last-layer retraining keeps improving too
     assert last.loc[200] < 0.2 * last.loc[10]
     assert last.loc[200] < 1.25 * ntk.loc[200]
