@@ -54,4 +54,28 @@ PAGES: tuple[PageSpec, ...] = (
         "Adapt a trained network to a new task",
         "Explore",
     ),
+    PageSpec(
+        "views/timing.py",
+        "Timing",
+        ":material/speed:",
+        "timing",
+        "Timing: how fast is linearized inference?",
+        "Explore",
+    ),
+    PageSpec(
+        "views/similarity.py",
+        "Jacobian similarity",
+        ":material/compare:",
+        "similarity",
+        "Jacobian similarity across tasks",
+        "Explore",
+    ),
+    PageSpec(
+        "views/learn.py",
+        "Learn",
+        ":material/school:",
+        "learn",
+        "Learn: linearized networks, one idea at a time",
+        "Learn",
+    ),
 )

@@ -1,9 +1,7 @@
-"""Networks and the forward-pass clock shared by the short CPU checks
-(``vjp_loop_check.py``, ``fisher_bound_check.py``)."""
+"""Networks shared by the short CPU checks (``vjp_loop_check.py``, ``fisher_bound_check.py``);
+their clocks and forward-pass unit come from ``ntkcore.experiments.clock``."""
 
 from __future__ import annotations
-
-import time
 
 import torch
 from torch import Tensor, nn
@@ -22,13 +20,3 @@ def cases(resnet_batch: int) -> list[tuple[str, nn.Module, Tensor]]:
     for _, model, _ in out:
         model.eval()
     return out
-
-
-def forward_seconds(model: nn.Module, x: Tensor, repeats: int = 5) -> float:
-    """CPU time of one ``no_grad`` forward pass (mean of ``repeats`` after a warm-up)."""
-    with torch.no_grad():
-        model(x)
-        t0 = time.process_time()
-        for _ in range(repeats):
-            model(x)
-    return (time.process_time() - t0) / repeats

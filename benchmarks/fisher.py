@@ -27,6 +27,10 @@ On CUDA the benchmark runs in full float32 (TF32 off for matmuls and convolution
 the methods are compared at one precision; ``fisher_vp(method="fd")`` turns TF32 off for
 its own passes in any case.
 
+The networks, inputs, methods and clocks are ``ntkcore.experiments.fisher_cost`` and
+``ntkcore.experiments.clock`` (shared with the library's ``fisher-products`` experiment and
+the app's Timing page); this script adds the step-size diagnostics and the reports.
+
 Timing: median of r runs after a warm-up, CUDA-synchronized. ``--clock cpu`` measures the
 CPU time of this process instead of wall time, which stays meaningful on a machine shared
 with other jobs (use it with ``--threads 1``).
@@ -42,30 +46,33 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import datetime as dt
-import platform
-import statistics
-import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ntkcore import zoo
+from ntkcore.experiments.clock import forward_seconds
+from ntkcore.experiments.fisher_cost import (
+    FISHER_METHODS,
+    fisher_case,
+    fisher_reference,
+    relative_error,
+    time_fisher_method,
+)
+from ntkcore.experiments.machine import (
+    describe_machine,
+    device_label,
+    git_commit,
+    write_json,
+)
 from ntkcore.fisher import calibrate_eps, default_eps, fisher_vp
-from ntkcore.linearization import Linearization
 
 MODELS = ("mlp", "alexnet", "preresnet20", "preresnet56", "preresnet110", "wrn16-4")
-METHODS = (
-    "fd", "fd-central", "fd-live", "fd-central-live", "fd-auto", "fd-central-auto", "exact",
-    "autograd",
-)  # fmt: skip
-NUM_CLASSES = 10
+METHODS = FISHER_METHODS
 SWEEP = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # multiples of the forward rule, --sweep
 
 
@@ -110,119 +117,29 @@ class Row:
         return out
 
 
-# --------------------------------------------------------------------------- models
-def build(name: str, device: torch.device, seed: int) -> tuple[nn.Module, tuple[int, ...]]:
-    """A freshly initialized zoo network (seeded) and its per-sample input shape."""
-    torch.manual_seed(seed)
-    if name == "mlp":
-        # a 4-hidden-layer tanh MLP on flattened 32x32x3 images, ~1M parameters
-        model = zoo.create(
-            "mlp", in_features=3 * 32 * 32, out_features=NUM_CLASSES, width=256, depth=4
-        )
-        shape: tuple[int, ...] = (3 * 32 * 32,)
-    elif name == "alexnet":
-        model = zoo.create("alexnet", num_classes=NUM_CLASSES)
-        shape = (3, 32, 32)
-    else:
-        model = zoo.create(name, num_classes=NUM_CLASSES, in_channels=3, in_size=32)
-        shape = (3, 32, 32)
-    return model.to(device), shape
-
-
-@torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, shape: tuple[int, ...], batch: int, seed: int) -> None:
-    """Set BatchNorm running statistics to the averages over 4 random batches."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    device = next(model.parameters()).device
-    g = torch.Generator(device="cpu").manual_seed(seed + 1)
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    for _ in range(4):
-        model(torch.randn((batch, *shape), generator=g).to(device))
-    model.eval()
-
-
-# --------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(fn: Callable[[], object], device: torch.device, repeats: int, clock: str) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if clock == "cpu":
-            t0 = time.process_time()
-            fn()
-            _sync(device)
-            times.append(time.process_time() - t0)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def rel_err(a: Tensor, ref: Tensor) -> float:
-    a, ref = a.double(), ref.double()
-    return float(((a - ref).norm(dim=-1) / ref.norm(dim=-1)).max())
-
-
 # --------------------------------------------------------------------------- one model
 def run_model(name: str, args: argparse.Namespace, device: torch.device) -> Row:
-    model, shape = build(name, device, args.seed)
-    calibrate_batchnorm(model, shape, args.batch, args.seed)
-    model.eval()
-    g = torch.Generator(device="cpu").manual_seed(args.seed + 2)
-    x = torch.randn((args.batch, *shape), generator=g).to(device)
-    lin = Linearization(model)
-    p = lin.num_params
-    v = torch.randn(args.vectors, p, generator=g).to(device)
-    lik = args.likelihood
-
-    def forward() -> Tensor:
-        with torch.no_grad():
-            return model(x)
-
-    calls: dict[str, Callable[[], Tensor]] = {
-        "fd": lambda: fisher_vp(lin, x, v, likelihood=lik, method="fd"),
-        "fd-central": lambda: fisher_vp(lin, x, v, likelihood=lik, method="fd", central=True),
-        "fd-live": lambda: fisher_vp(lin, x, v, likelihood=lik, kinks="live"),
-        "fd-central-live": lambda: fisher_vp(lin, x, v, likelihood=lik, central=True,
-                                             kinks="live"),  # fmt: skip
-        "fd-auto": lambda: fisher_vp(lin, x, v, likelihood=lik, eps="auto"),
-        "fd-central-auto": lambda: fisher_vp(lin, x, v, likelihood=lik, eps="auto", central=True),
-        "exact": lambda: fisher_vp(lin, x, v, likelihood=lik, method="exact"),
-        "autograd": lambda: fisher_vp(lin, x, v, likelihood=lik, method="autograd"),
-    }
-    t_fwd = measure(forward, device, max(args.repeats, 5), args.clock)
-    seconds = {
-        m: measure(fn, device, args.repeats, args.clock) / args.vectors for m, fn in calls.items()
-    }
-    results = {m: fn() for m, fn in calls.items()}
-    errors32 = {m: rel_err(out, results["exact"]) for m, out in results.items()}
+    """Time every method on one network (``ntkcore.experiments.fisher_cost``) and add the
+    step-size diagnostics: calibrated steps and, with ``--sweep``, the error per step."""
+    case = fisher_case(
+        name, batch=args.batch, vectors=args.vectors, device=device, seed=args.seed
+    )
+    lin, x, v, lik = case.lin, case.x, case.v, args.likelihood
+    p = case.p
+    t_fwd = forward_seconds(case.model, x, repeats=max(args.repeats, 5), clock=args.clock).median
+    seconds: dict[str, float] = {}
+    results: dict[str, Tensor] = {}
+    for m in METHODS:
+        timing, results[m] = time_fisher_method(
+            case, m, likelihood=lik, repeats=args.repeats, clock=args.clock
+        )
+        seconds[m] = timing.median / args.vectors
+    errors32 = {m: relative_error(out, results["exact"]) for m, out in results.items()}
     errors64: dict[str, float] = {}
     ref = results["exact"]
     if args.reference == "float64":
-        model64 = copy.deepcopy(model).double()
-        # chunks of 64 points bound the memory of the float64 products
-        ref = fisher_vp(
-            Linearization(model64, chunk_size=64),
-            x.double(),
-            v.double(),
-            likelihood=lik,
-            method="exact",
-        )
-        del model64
-        errors64 = {m: rel_err(out, ref) for m, out in results.items()}
+        ref = fisher_reference(case, likelihood=lik, float64=True)
+        errors64 = {m: relative_error(out, ref) for m, out in results.items()}
     theta_norm = float(lin.parameter_vector().double().norm())
     probe = v[int(torch.argmax(v.double().norm(dim=-1)))]
     eps_auto = {
@@ -233,7 +150,9 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> Row:
         base = default_eps(theta_norm, lin.dtype)  # both sweeps on the forward rule's grid
         for central in (False, True):
             sweeps[central] = tuple(
-                rel_err(fisher_vp(lin, x, v, likelihood=lik, eps=c * base, central=central), ref)
+                relative_error(
+                    fisher_vp(lin, x, v, likelihood=lik, eps=c * base, central=central), ref
+                )
                 for c in SWEEP
             )
     row = Row(
@@ -260,17 +179,8 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device) -> Row:
 
 # --------------------------------------------------------------------------- reporting
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model_name = platform.processor() or "cpu"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model_name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{model_name}, {torch.get_num_threads()} threads"
+    """The device's label, e.g. ``NVIDIA H200 (cuda)`` or ``AMD EPYC (cpu, 1 thread)``."""
+    return device_label(device)
 
 
 def markdown(rows: list[Row]) -> str:
@@ -429,12 +339,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for r in rows:
             writer.writerow(r.flat())
     header = (
-        f"Machine: {machine(device)}; torch {torch.__version__}; {stamp}\n\n"
+        f"Machine: {machine(device)}; torch {torch.__version__}; {stamp}; "
+        f"git commit {git_commit() or 'unknown'}\n\n"
         f"Batch {args.batch}, {args.vectors} vectors per call, likelihood "
         f"{args.likelihood}, float32, reference {args.reference}, clock {args.clock}.\n\n"
     )
     stem.with_suffix(".md").write_text(header + table)
-    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.md')}")
+    write_json(stem.with_suffix(".json"), [r.flat() for r in rows], meta=describe_machine(device))
+    print(f"wrote {stem.with_suffix('.csv')}, {stem.with_suffix('.md')} and .json (machine, "
+          "git commit)")
     return rows
 
 

@@ -9,12 +9,11 @@ starts with, which matters for CG in weight space (one vector per iteration):
 
 from __future__ import annotations
 
-import time
-
 import torch
-from check_cases import cases, forward_seconds
+from check_cases import cases
 
 from ntkcore import Linearization
+from ntkcore.experiments.clock import forward_seconds, time_call
 from ntkcore.fisher import fisher_vp
 
 
@@ -22,7 +21,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for name, model, x in cases(resnet_batch=32):
         lin = Linearization(model)
-        t_fwd = forward_seconds(model, x)
+        t_fwd = forward_seconds(model, x, repeats=5, clock="cpu").mean
         at_x = lin.at(x, cache="pullback")
         for k in (1, 8):
             v = torch.randn(k, lin.num_params)
@@ -35,12 +34,9 @@ def main() -> None:
                 ),
             }
             cost = {}
-            for label, fn in fns.items():
-                fn()
-                t0 = time.process_time()
-                for _ in range(3):
-                    fn()
-                cost[label] = (time.process_time() - t0) / 3 / k / t_fwd
+            for label, fn in fns.items():  # CPU time, mean of 3 after a warm-up
+                timing = time_call(fn, device="cpu", repeats=3, clock="cpu")
+                cost[label] = timing.mean / k / t_fwd
             a, b = fns["one-shot"](), fns["lin.at(x)"]()
             diff = float(((a - b).norm(dim=-1) / b.norm(dim=-1)).max())
             print(

@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine, from the repo root
 #   DEVICE=cpu bash benchmarks/gpu_check.sh      # dry run of the same steps on a CPU
 #   STEPS="pytest fisher" bash benchmarks/gpu_check.sh   # only some steps
+#   STEPS="experiments" bash benchmarks/gpu_check.sh     # the library's timing experiments
 #
 # Each step has its own timeout so one slow step cannot starve the others; the defaults
 # add up to 660 s (one device call may run 600 s: run the steps in two calls, or lower
@@ -52,6 +53,15 @@ if [[ "$DEVICE" == cuda ]]; then
     step scaling-p1e8 "${P1E8_TIMEOUT:-150}" "$PY" benchmarks/scaling.py --device cuda \
         --preset gpu --sweeps p --p-hidden 2236 --methods function --budget 140 \
         --json "$OUT/scaling-p1e8.json"
+    # not in the default STEPS: the library's Figure 2 experiments (what the Timing page runs)
+    step experiments "${EXPERIMENTS_TIMEOUT:-240}" bash -c "
+        set -e
+        $PY -m ntkcore.experiments timing-n --preset full --device cuda --quiet \
+            --sizes 1000 10000 50000 --budget-s 60 --out '$OUT/timing-n.csv'
+        $PY -m ntkcore.experiments timing-p --preset full --device cuda --quiet \
+            --widths 20 63 200 632 --budget-s 60 --out '$OUT/timing-p.csv'
+        $PY -m ntkcore.experiments fisher-products --preset full --device cuda --quiet \
+            --out '$OUT/fisher-products.csv'"
 else
     step scaling-goal "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --preset quick \
         --sweeps goal n --n 500 --json "$OUT/scaling-goal.json"
@@ -59,5 +69,13 @@ else
         --models mlp --ks 1,8 --markdown
     step fisher "${FISHER_TIMEOUT:-200}" "$PY" benchmarks/fisher.py --quick --models mlp \
         --reference exact32 --out "$OUT/fisher-cpu"
+    # one thread: with two OpenMP threads on a busy 2-core machine these small problems
+    # wait on descheduled threads (a small preset took > 240 s instead of ~20 s)
+    step experiments "${EXPERIMENTS_TIMEOUT:-240}" env OMP_NUM_THREADS=1 bash -c "
+        set -e
+        $PY -m ntkcore.experiments timing-n --preset small --quiet --out '$OUT/timing-n.csv'
+        $PY -m ntkcore.experiments timing-p --preset small --quiet --out '$OUT/timing-p.csv'
+        $PY -m ntkcore.experiments fisher-products --preset small --quiet \
+            --out '$OUT/fisher-products.csv'"
 fi
 echo "gpu_check done" | tee -a "$OUT/machine.txt"

@@ -33,13 +33,8 @@ trains it (5 s on one quiet core, about a minute on a loaded machine).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,29 +44,25 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore import data, zoo
+from ntkcore.experiments.clock import timed as run_timed
+from ntkcore.experiments.figure2 import posterior_errors, rank_options
+from ntkcore.experiments.machine import describe_machine, write_json
 from ntkcore.linearization import Linearization
 from ntkcore.posterior import Prediction, adapt
 from ntkcore.solvers import conjugate_gradients
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import parse_rank, rank_options  # noqa: E402
+from scaling import parse_rank  # noqa: E402
 
 GOAL_SECONDS = 20.0
 SOURCE_KW = {"source_seed": 0, "n_source": 200}
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
-    """(result, wall seconds, process CPU seconds) of one call."""
-    synchronize(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - w0, time.process_time() - c0
+    """(result, wall seconds, process CPU seconds) of one call (``ntkcore.experiments.clock``,
+    device-synchronized)."""
+    out, elapsed = run_timed(fn, device)
+    return out, elapsed.wall, elapsed.cpu
 
 
 def trained_source_model(
@@ -121,13 +112,7 @@ def spectrum(
 def errors(pred: Prediction, ref: Prediction) -> dict[str, float]:
     """Max relative errors of the mean (∞-norm) and of the variance (pointwise and ∞-norm)."""
     assert pred.variance is not None and ref.variance is not None
-    m, mr = pred.mean.double(), ref.mean.double()
-    v, vr = pred.variance.double(), ref.variance.double()
-    return {
-        "mean_rel_err": float((m - mr).abs().max() / mr.abs().max()),
-        "var_rel_err": float(((v - vr).abs() / vr.clamp_min(1e-300)).max()),
-        "var_rel_err_inf": float((v - vr).abs().max() / vr.abs().max()),
-    }
+    return posterior_errors(pred.mean, pred.variance, (ref.mean, ref.variance))
 
 
 def plain_cg(
@@ -258,23 +243,9 @@ def log(msg: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg_start": os.getloadavg(),
-    }
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        names = [
-            ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")
-        ]
-        info["cpu"] = names[0] if names else platform.processor()
-    except (OSError, subprocess.SubprocessError):
-        info["cpu"] = platform.processor()
+    """The machine description (``ntkcore.experiments.machine``), load average at the start."""
+    info = describe_machine("cpu")
+    info["loadavg_start"] = info.pop("loadavg")
     return info
 
 
@@ -366,8 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(res, meta)
     print(text)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"meta": meta, **res}, indent=1, default=str))
+        write_json(args.json, res, meta=meta)
     return 0
 
 

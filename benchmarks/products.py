@@ -14,7 +14,8 @@ its one-time setup is reported separately in forward-pass equivalents),
 and reports the cost *per vector* in seconds and in forward-pass equivalents (the time
 of one plain forward pass of the network on the same batch, ``torch.no_grad``, timed
 right before and after each figure; the smaller of the two is used). Beside
-each engine figure it times a reference-style implementation written below, as the code
+each engine figure it times a reference-style implementation
+(``ntkcore.experiments.reference.ReferenceProducts``), as the code
 accompanying Maddox et al. (2021) did it: one vector (column) at a time in a Python loop,
 Jᵀ u by one backward pass, and J v by the double-backward trick g(w) = Jᵀ w with
 ``create_graph=True``, then J v = ∂(g(w)·v)/∂w. The reference is given its best case:
@@ -41,11 +42,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -57,62 +54,22 @@ from torch import Tensor, nn
 from torch.func import functional_call, jvp, linearize, vjp, vmap
 
 from ntkcore import zoo
+from ntkcore.experiments.clock import Timing, clock_function, synchronize, time_call
+from ntkcore.experiments.machine import describe_machine
+from ntkcore.experiments.reference import ReferenceProducts as ReferenceStyle
 from ntkcore.linearization import Linearization
 
 OPS = ("jvp", "vjp", "ntk_vp")
 
 
-# --------------------------------------------------------------------------- reference
-class ReferenceStyle:
-    """Jacobian products one vector at a time with plain autograd (the 2021 style).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The network, already in eval mode, on the target device and dtype.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.numels = [p.numel() for p in self.params]
-
-    def _unflatten(self, v: Tensor) -> list[Tensor]:
-        return [c.view_as(p) for c, p in zip(torch.split(v, self.numels), self.params, strict=True)]
-
-    @staticmethod
-    def _flatten(ts: Sequence[Tensor]) -> Tensor:
-        return torch.cat([t.reshape(-1) for t in ts])
-
-    def _output(self, x: Tensor) -> Tensor:
-        out = self.model(x)
-        return out.reshape(out.shape[0], -1)
-
-    def _rop(self, out: Tensor, v: Tensor) -> Tensor:
-        # J v by double backward: g(w) = Jᵀ w is linear in w, so ∂(g(w)·v)/∂w = J v.
-        w = torch.zeros_like(out, requires_grad=True)
-        g = torch.autograd.grad(out, self.params, grad_outputs=w, create_graph=True)
-        (jv,) = torch.autograd.grad(g, w, grad_outputs=self._unflatten(v), retain_graph=True)
-        return jv.detach()
-
-    def _lop(self, out: Tensor, u: Tensor) -> Tensor:
-        g = torch.autograd.grad(out, self.params, grad_outputs=u, retain_graph=True)
-        return self._flatten(g).detach()
-
-    def jvp(self, x: Tensor, V: Tensor) -> Tensor:
-        """J v for each row of V (k, p); returns (k, n, o)."""
-        out = self._output(x)
-        return torch.stack([self._rop(out, v) for v in V])
-
-    def vjp(self, x: Tensor, U: Tensor) -> Tensor:
-        """Jᵀ u for each u in U (k, n, o); returns (k, p)."""
-        out = self._output(x)
-        return torch.stack([self._lop(out, u) for u in U])
-
-    def ntk_vp(self, x: Tensor, U: Tensor) -> Tensor:
-        """J Jᵀ u for each u in U (k, n, o); returns (k, n, o)."""
-        out = self._output(x)
-        return torch.stack([self._rop(out, self._lop(out, u)) for u in U])
+def timed(
+    fn: Callable[[], object], device: torch.device, repeats: int, budget: float, clock: str
+) -> Timing:
+    """Best-of-r time of ``fn`` after one warm-up call (``ntkcore.experiments.clock.
+    time_call``: CUDA-synchronized; stops once ``budget`` seconds are spent, after at least
+    two timed runs). The minimum is reported: on a shared machine it is the least disturbed
+    estimate of the intrinsic cost; the median is kept alongside."""
+    return time_call(fn, device=device, repeats=repeats, clock=clock, budget=budget)
 
 
 # --------------------------------------------------------------------------- what-ifs
@@ -191,53 +148,6 @@ class FuncProducts:
         return self._map(self._lin_jvp, self._unflatten(v), v.dim() == 2)
 
 
-# --------------------------------------------------------------------------- timing
-@dataclass
-class Timing:
-    seconds: float  # best of the repeats
-    median: float
-    repeats: int
-
-
-def timed(
-    fn: Callable[[], object],
-    device: torch.device,
-    repeats: int,
-    budget: float,
-    clock: Callable[[], float] = time.perf_counter,
-) -> Timing:
-    """Best-of-r time of ``fn`` after one warm-up call (CUDA-synchronized).
-
-    ``clock`` is ``time.perf_counter`` (wall time) or ``time.process_time`` (CPU time of
-    this process, all threads: robust to other processes competing for the cores; with
-    ``--threads 1`` it equals the wall time on an idle machine).
-
-    Stops early once ``budget`` seconds are spent (at least two timed runs, one if the
-    warm-up alone exceeded the budget). The minimum is reported: on a shared machine it
-    is the least disturbed estimate of the intrinsic cost; the median is kept alongside.
-    """
-
-    def sync() -> None:
-        _sync_device(device)
-
-    sync()
-    t0 = clock()
-    fn()
-    sync()
-    warm = clock() - t0
-    times: list[float] = []
-    spent = 0.0
-    min_runs = 1 if warm > budget else 2
-    while len(times) < repeats and (len(times) < min_runs or spent < budget):
-        sync()
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-        spent += times[-1]
-    return Timing(min(times), statistics.median(times), len(times))
-
-
 # --------------------------------------------------------------------------- models
 @dataclass
 class Workload:
@@ -304,32 +214,6 @@ class Report:
     rows: list = field(default_factory=list)
 
 
-def _sync_device(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-    }
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in lscpu.splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() in ("Model name", "CPU(s)"):
-                info["cpu" if key.strip() == "Model name" else "cpus"] = val.strip()
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def rel_err(a: Tensor, b: Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
@@ -344,7 +228,7 @@ def run(args: argparse.Namespace) -> Report:
         # rounding and the cross-check below is meaningful
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    info = machine_info(device)
+    info = describe_machine(device)
     info["clock"] = args.clock
     if device.type == "cuda":
         info["tf32"] = args.tf32
@@ -358,7 +242,7 @@ def bench_workload(
     wl: Workload, args: argparse.Namespace, device: torch.device, dtype: torch.dtype, report: Report
 ) -> None:
     """Time every product and variant on one model; append rows to ``report``."""
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    clock = args.clock
     lin = Linearization(wl.model, chunk_size=None)
     ref = ReferenceStyle(wl.model)
     x = wl.x
@@ -371,7 +255,7 @@ def bench_workload(
         with torch.no_grad():
             return wl.model(x)
 
-    t_fwd = timed(forward, device, max(10, args.repeats), args.budget, clock).seconds
+    t_fwd = timed(forward, device, max(10, args.repeats), args.budget, clock).best
     report.forward_s[wl.name] = t_fwd
     log(f"\n== {wl.name}: {wl.description}; p={p:,}, n={n}, o={o}, {args.dtype}, {device}")
     log(f"   one forward pass (no grad): {t_fwd * 1e3:.2f} ms ({args.clock} time)")
@@ -388,10 +272,11 @@ def bench_workload(
     report.max_rel_err[wl.name] = errs
     log("   engine vs reference rel. error: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
-    t0 = clock()
+    now = clock_function(clock)
+    t0 = now()
     at_x = lin.at(x)
-    _sync_device(device)
-    report.setup_fwd[wl.name] = (clock() - t0) / t_fwd
+    synchronize(device)
+    report.setup_fwd[wl.name] = (now() - t0) / t_fwd
     report.cache[wl.name] = at_x.cache
     log(f"   lin.at(x): cache={at_x.cache!r}, setup {report.setup_fwd[wl.name]:.1f} forward passes")
 
@@ -453,13 +338,13 @@ def bench_workload(
                 # The forward baseline is re-timed around every figure and the ratio
                 # taken to the smaller of the two adjacent timings: on a machine shared
                 # with other jobs the speed drifts, and adjacent timings drift together.
-                before = timed(forward, device, args.repeats, args.budget / 4, clock).seconds
+                before = timed(forward, device, args.repeats, args.budget / 4, clock).best
                 t = timed(fns[op], device, args.repeats, args.budget, clock)
-                after = timed(forward, device, args.repeats, args.budget / 4, clock).seconds
+                after = timed(forward, device, args.repeats, args.budget / 4, clock).best
                 base = min(before, after)
                 t_fwd = min(t_fwd, base)
-                per = t.seconds / k
-                row = Row(wl.name, op, k, variant, t.seconds, per, per / base, t.repeats, base)
+                per = t.best / k
+                row = Row(wl.name, op, k, variant, t.best, per, per / base, t.repeats, base)
                 report.rows.append(row)
                 line.append(f"{variant} {row.per_vector_fwd:.2f} fwd ({per * 1e3:.1f} ms)")
             log(f"   k={k:<3d} {op:<6s} per vector: " + " | ".join(line))

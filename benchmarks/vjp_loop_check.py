@@ -7,12 +7,13 @@ A short check of the CPU pullback loop in ``Linearization.vjp`` (see RESULTS.md)
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import torch
-from check_cases import cases, forward_seconds
+from check_cases import cases
 
 from ntkcore import Linearization
+from ntkcore.experiments.clock import forward_seconds, time_call
 
 
 def main() -> None:
@@ -21,17 +22,15 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, model, x in cases(resnet_batch=64):
         lin = Linearization(model)
-        t_fwd = forward_seconds(model, x)
+        t_fwd = forward_seconds(model, x, repeats=5, clock="cpu").mean
         o = lin.output_dim(x)
         lin.ntk_vp(x, torch.randn(2, x.shape[0], o))  # warm-up
         for k in (1, 8, 32):
             u = torch.randn(k, x.shape[0], o)
-            t0 = time.process_time()
-            lin.vjp(x, u)
-            t_vjp = (time.process_time() - t0) / k
-            t0 = time.process_time()
-            lin.ntk_vp(x, u)
-            t_ntk = (time.process_time() - t0) / k
+            # one CPU-time call each (the warm-up above initializes both paths)
+            once = {"device": "cpu", "repeats": 1, "clock": "cpu", "warmup": False}
+            t_vjp = time_call(partial(lin.vjp, x, u), **once).best / k
+            t_ntk = time_call(partial(lin.ntk_vp, x, u), **once).best / k
             print(f"| {name} | {k} | {t_vjp / t_fwd:.2f} | {t_ntk / t_fwd:.2f} |")
 
 

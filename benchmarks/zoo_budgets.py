@@ -18,14 +18,14 @@ hyperparameters.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from ntkcore import data, zoo
+from ntkcore.experiments.clock import timed
+from ntkcore.experiments.machine import describe_machine, device_label, write_json
 
 BUDGET_MLP_S = 20.0
 BUDGET_SINUSOID_S = 5.0
@@ -40,12 +40,9 @@ def _time_presets(cache: Path, only: list[str] | None) -> list[dict]:
             continue
         task = data.load(p.dataset, **p.data_kw)
         trained = p.fetch(task=task, cache_dir=cache, retrain=True)
-        t0 = time.perf_counter()
-        hit = p.fetch(task=task, cache_dir=cache)
-        load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        p.fetch(cache_dir=cache)
-        load_by_name_s = time.perf_counter() - t0
+        hit, load = timed(lambda p=p, task=task: p.fetch(task=task, cache_dir=cache), "cpu")
+        _, load_by_name = timed(lambda p=p: p.fetch(cache_dir=cache), "cpu")
+        load_s, load_by_name_s = load.wall, load_by_name.wall
         assert hit.from_cache
         rec = trained.record
         budget = (
@@ -104,7 +101,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    meta = describe_machine("cpu")
+    print(f"{device_label('cpu')}, torch {torch.__version__}, git {meta['git_commit']}")
     with tempfile.TemporaryDirectory() as tmp:
         rows = _time_presets(Path(tmp), args.only)
         if not args.skip_lenet_5k:
@@ -124,8 +122,8 @@ def main() -> None:
         )
     slow_loads = [r["id"] for r in rows if r.get("load_s", 0.0) > BUDGET_LOAD_S]
     print("cached loads under 1 s:", "yes" if not slow_loads else f"NO: {slow_loads}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    if args.json:  # {"meta": machine and git commit, "rows": [...]}
+        write_json(args.json, rows, meta=meta)
 
 
 if __name__ == "__main__":

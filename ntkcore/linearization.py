@@ -31,7 +31,7 @@ from ntkcore.parameters import ParameterFilter, ParameterLayout, select_paramete
 if TYPE_CHECKING:
     from ntkcore.jacobian_at import JacobianAt
 
-__all__ = ["Linearization", "as_linearization", "chunk_slices"]
+__all__ = ["Linearization", "as_linearization", "as_real_tensor", "chunk_slices"]
 
 # Bytes of explicit Jacobian rows materialized at once when no chunk_size is given.
 _DEFAULT_JACOBIAN_BYTES = 256 * 2**20
@@ -185,14 +185,13 @@ class Linearization:
         Raises ``ValueError`` for a missing batch dimension, an empty batch or non-finite
         values.
         """
-        if not isinstance(x, Tensor):
-            x = torch.as_tensor(x)
+        x = as_real_tensor(x, "x")
         if x.dim() == 0 or x.shape[0] == 0:
             raise ValueError(
                 f"x must have a leading batch dimension with at least one point, got shape "
                 f"{tuple(x.shape)}"
             )
-        if x.is_floating_point() or x.is_complex():
+        if x.is_floating_point():
             x = x.to(device=self.device, dtype=self.dtype)
             if not _all_finite(x):
                 raise ValueError("x contains non-finite values (nan or inf)")
@@ -287,8 +286,7 @@ class Linearization:
                 ) from err
 
     def _prepare_vectors(self, v: Tensor, what: str, trailing: tuple[int, ...]) -> Tensor:
-        if not isinstance(v, Tensor):
-            v = torch.as_tensor(v)
+        v = as_real_tensor(v, what)
         nd = len(trailing)
         if v.dim() not in (nd, nd + 1) or tuple(v.shape[v.dim() - nd :]) != trailing:
             expected = f"{trailing} or (k, {', '.join(map(str, trailing))})"
@@ -512,6 +510,30 @@ class Linearization:
         return torch.cat(
             [b @ b.transpose(-1, -2) for _, b in self.jacobian_blocks(x)], dim=0
         )
+
+
+def as_real_tensor(value: object, what: str) -> Tensor:
+    """``value`` as a dense real tensor with data, or a ``ValueError`` naming ``what``.
+
+    Converts arrays and nested lists of numbers with ``torch.as_tensor``; refuses objects it
+    cannot convert, ragged lists, complex values, sparse and meta tensors (whose errors
+    would otherwise surface from deep inside torch as ``RuntimeError``/``NotImplementedError``).
+    """
+    if not isinstance(value, Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (RuntimeError, TypeError, ValueError, OverflowError) as err:
+            raise ValueError(
+                f"{what} must be a tensor or an array of numbers, got {type(value).__name__} "
+                f"({err})"
+            ) from None
+    if value.layout != torch.strided:
+        raise ValueError(f"{what} must be a dense tensor, got layout {value.layout}")
+    if value.device.type == "meta":
+        raise ValueError(f"{what} is a meta tensor (it has no data)")
+    if value.is_complex():
+        raise ValueError(f"{what} must be real, got dtype {value.dtype}")
+    return value
 
 
 def _all_finite(t: Tensor) -> bool:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from ntkcore.fisher import fisher_vp
 from ntkcore.jacobian_at import CACHES, JacobianAt
-from ntkcore.linearization import Linearization, as_linearization
+from ntkcore.linearization import Linearization, as_linearization, as_real_tensor
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.solvers.cg import conjugate_gradients
 from ntkcore.solvers.nystrom import (
@@ -271,8 +271,7 @@ def _validate_scalar(name: str, value: Any) -> float:
 
 
 def _validate_targets(lin: Linearization, x: Tensor, y: Tensor) -> Tensor:
-    if not isinstance(y, Tensor):
-        y = torch.as_tensor(y)
+    y = as_real_tensor(y, "y")
     n = x.shape[0]
     o = lin.output_dim(x)
     if y.dim() == 1:

@@ -16,19 +16,24 @@ one pretrained model serves all target seeds.  Provenance and licences: ``datase
 
 from ntkcore.data import images, spatial, synthetic  # noqa: F401  (register the loaders)
 from ntkcore.data._files import DatasetIntegrityError, clear_cache, datasets_dir
+from ntkcore.data.csv import CsvColumns, from_csv, read_csv_columns
 from ntkcore.data.images import inscribed_crop, rotate_and_crop
 from ntkcore.data.registry import available, info, load
-from ntkcore.data.task import Task, TaskMeta
+from ntkcore.data.task import MissingSourceError, Task, TaskMeta
 
 __all__ = [
+    "CsvColumns",
     "DatasetIntegrityError",
+    "MissingSourceError",
     "Task",
     "TaskMeta",
     "available",
     "clear_cache",
     "datasets_dir",
+    "from_csv",
     "info",
     "inscribed_crop",
     "load",
+    "read_csv_columns",
     "rotate_and_crop",
 ]

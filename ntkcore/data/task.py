@@ -10,6 +10,11 @@ domain.  Shapes are validated on construction so every consumer can rely on them
 * regression ``y``: same dtype as ``x``, shape ``(n, meta.output_dim)``, finite.
 * classification ``y``: ``torch.int64`` class labels of shape ``(n,)`` in ``[0, num_classes)``
   (what cross-entropy training expects); ``meta.output_dim == meta.num_classes`` logits.
+
+A task may have **no source split** (``source=None``): target data only, for adapting a model
+trained elsewhere (for instance one uploaded with :func:`ntkcore.zoo.load_model`).  Then
+``task.has_source`` is ``False`` and reading ``task.source`` raises :class:`MissingSourceError`
+(a ``ValueError`` that says so) instead of handing out ``None`` for a consumer to trip over.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from torch import Tensor
 
 KINDS = ("regression", "classification")
 SPLITS = ("source", "target", "test")
+
+
+class MissingSourceError(ValueError):
+    """Raised when the source split of a task built from target data only is read."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,14 +160,16 @@ def _all_finite(t: Tensor) -> bool:
     return bool(torch.isfinite(t).all())
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Task:
     """A source -> target transfer task.
 
     Parameters
     ----------
-    source : (Tensor, Tensor)
-        ``(x, y)`` the network is trained on.
+    source : (Tensor, Tensor) or None
+        ``(x, y)`` the network is trained on; ``None`` for a task with target data only
+        (``has_source`` is then ``False`` and reading :attr:`source` raises
+        :class:`MissingSourceError`).
     target : (Tensor, Tensor)
         ``(x, y)`` adaptation pool from the target domain, in random order: every prefix
         ``target[0][:n]`` is a uniform random subset (see :meth:`context`).
@@ -173,33 +184,77 @@ class Task:
         If a split is not an ``(x, y)`` pair of tensors of the documented shapes and dtypes.
     """
 
-    source: tuple[Tensor, Tensor]
     target: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     meta: TaskMeta
+    source_pair: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    def __init__(
+        self,
+        source: tuple[Tensor, Tensor] | None,
+        target: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        meta: TaskMeta,
+    ) -> None:
+        object.__setattr__(self, "source_pair", source)
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "test", test)
+        object.__setattr__(self, "meta", meta)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.meta, TaskMeta):
             raise ValueError(f"meta must be a TaskMeta, got {type(self.meta).__name__}")
-        first: Tensor | None = None
-        for split in SPLITS:
-            pair = getattr(self, split)
+        first: tuple[str, Tensor] | None = None
+        for split in self.splits:
+            attribute = "source_pair" if split == "source" else split
+            pair = getattr(self, attribute)
             if not isinstance(pair, tuple | list) or len(pair) != 2:
-                raise ValueError(f"{split} must be an (x, y) pair of tensors, got {type(pair)}")
+                allowed = " (or None)" if split == "source" else ""
+                raise ValueError(
+                    f"{split} must be an (x, y) pair of tensors{allowed}, got {type(pair)}"
+                )
             x, y = pair
             if not isinstance(x, Tensor) or not isinstance(y, Tensor):
                 raise ValueError(
                     f"{split} must hold tensors, got ({type(x).__name__}, {type(y).__name__})"
                 )
-            object.__setattr__(self, split, (x, y))
+            object.__setattr__(self, attribute, (x, y))
             self._check_split(split, x, y)
             if first is None:
-                first = x
-            elif x.dtype != first.dtype or x.device != first.device:
+                first = (split, x)
+            elif x.dtype != first[1].dtype or x.device != first[1].device:
                 raise ValueError(
-                    f"all splits must share dtype and device: source x is "
-                    f"{first.dtype} on {first.device}, {split} x is {x.dtype} on {x.device}"
+                    f"all splits must share dtype and device: {first[0]} x is "
+                    f"{first[1].dtype} on {first[1].device}, {split} x is {x.dtype} on {x.device}"
                 )
+
+    @property
+    def has_source(self) -> bool:
+        """Whether the task has a source split (``False`` for target data only)."""
+        return self.source_pair is not None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Names of the splits present: ``("source", "target", "test")`` or the last two."""
+        return SPLITS if self.has_source else SPLITS[1:]
+
+    @property
+    def source(self) -> tuple[Tensor, Tensor]:
+        """``(x, y)`` of the source domain.
+
+        Raises
+        ------
+        MissingSourceError
+            If the task has no source split (``has_source`` is ``False``).
+        """
+        if self.source_pair is None:
+            raise MissingSourceError(
+                f"task {self.meta.name!r} has no source data (it holds target data only): a "
+                f"model can be adapted to it but not trained on it; check task.has_source "
+                f"before reading task.source"
+            )
+        return self.source_pair
 
     def _check_split(self, split: str, x: Tensor, y: Tensor) -> None:
         meta = self.meta
@@ -257,8 +312,11 @@ class Task:
 
     @property
     def sizes(self) -> dict[str, int]:
-        """Number of points per split."""
-        return {split: int(getattr(self, split)[0].shape[0]) for split in SPLITS}
+        """Number of points per split (``source`` is 0 for a task without source data)."""
+        return {
+            split: int(getattr(self, split)[0].shape[0]) if split in self.splits else 0
+            for split in SPLITS
+        }
 
     def context(self, n: int) -> tuple[Tensor, Tensor]:
         """The first ``n`` points of the target pool (a uniform random subset of it).
@@ -293,7 +351,7 @@ class Task:
             return x, y
 
         return Task(
-            source=convert(*self.source),
+            source=convert(*self.source_pair) if self.source_pair is not None else None,
             target=convert(*self.target),
             test=convert(*self.test),
             meta=self.meta,

@@ -24,7 +24,7 @@ from ntkcore.experiments.registry import PRESETS, ExperimentTables, available, g
 
 __all__ = ["main"]
 
-_COMMON = ("preset", "seed", "device", "progress")
+_COMMON = ("preset", "seed", "device", "progress", "on_row")  # on_row: callbacks only
 
 
 def _literal(text: str) -> Any:

@@ -10,12 +10,15 @@
   cross-entropy) with a progress callback;
 * :func:`pretrained` / :func:`fetch` - a source model trained on an ``ntkcore.data`` task on
   first use and cached under ``$NTKCORE_CACHE`` as safetensors + JSON (never pickle);
-* :data:`PRESETS` - the models the app offers; ``python -m ntkcore.zoo build`` trains them.
+* :data:`PRESETS` - the models the app offers; ``python -m ntkcore.zoo build`` trains them;
+* :func:`load_model` / :func:`save_model` / :func:`check_input_shape` - your own model, from
+  safetensors weights of a zoo architecture or a ``torch.export`` program, never unpickled.
 """
 
 from ntkcore.zoo.architectures import (
     MLP,
     AlexNet,
+    ConvAutoencoder,
     HeteroscedasticMLP,
     LeNet3,
     PreResNet,
@@ -23,6 +26,7 @@ from ntkcore.zoo.architectures import (
     softplus_scale,
 )
 from ntkcore.zoo.cache import CacheCorruptionWarning, cache_root
+from ntkcore.zoo.loading import ExportedModel, check_input_shape, load_model, save_model
 from ntkcore.zoo.presets import PRESETS, Preset, preset, presets_for
 from ntkcore.zoo.pretraining import PretrainedEntry, TaskLike, fetch, pretrained
 from ntkcore.zoo.registry import ArchInfo, available, create, info, spec
@@ -34,7 +38,9 @@ __all__ = [
     "PRESETS",
     "AlexNet",
     "ArchInfo",
+    "ConvAutoencoder",
     "CacheCorruptionWarning",
+    "ExportedModel",
     "HeteroscedasticMLP",
     "LeNet3",
     "PreResNet",
@@ -45,12 +51,15 @@ __all__ = [
     "WideResNet",
     "available",
     "cache_root",
+    "check_input_shape",
     "create",
     "evaluate_loss",
     "fetch",
     "info",
+    "load_model",
     "preset",
     "presets_for",
+    "save_model",
     "seeded",
     "pretrained",
     "softplus_scale",

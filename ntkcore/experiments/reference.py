@@ -1,8 +1,12 @@
 """A reference-style finite-NTK GP pipeline, written as the 2021 code did it (baseline only).
 
-This module reproduces, for timing comparisons in ``benchmarks/scaling.py``, how the code
+This module reproduces, for timing comparisons (``ntkcore.experiments.timing``: the
+``reference-style`` method of the Figure 2 experiments and :func:`~ntkcore.experiments.timing.
+reference_comparison`, run by ``benchmarks/scaling.py --sweeps reference``), how the code
 accompanying Maddox et al. (2021) (``finite_ntk.lazy.NeuralTangent`` on GPyTorch) computed a
-finite-NTK GP posterior. It is deliberately *not* the ntkcore engine and shares no code with it:
+finite-NTK GP posterior. It is deliberately *not* the ntkcore engine and shares no code with it
+(it imports nothing from ``ntkcore``; ``tests/test_timing.py`` checks it against the dense
+float64 GP posterior written out in the test):
 
 * **per-column loops** — the kernel's ``matmul`` loops in Python over the right-hand-side
   columns, re-running the network's forward pass on the training inputs for every column
@@ -34,7 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ReferenceNTK", "ReferencePipeline", "ReferenceResult", "reference_cg", "lanczos"]
+__all__ = [
+    "ReferenceNTK",
+    "ReferencePipeline",
+    "ReferenceProducts",
+    "ReferenceResult",
+    "lanczos",
+    "reference_cg",
+]
 
 
 def _flatten(tensors: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
@@ -128,6 +139,51 @@ class ReferenceNTK:
             g = torch.autograd.grad(out, self.params)
             vals[i] = _flatten(g).square().sum()
         return vals
+
+
+class ReferenceProducts:
+    """Jacobian products one vector at a time with plain autograd (the 2021 style).
+
+    The baseline of ``benchmarks/products.py``: J v by double backward (:func:`_rop`), Jᵀ u
+    by one backward pass (:func:`_jacvec`), J Jᵀ u by both, in a Python loop over the k
+    vectors. It is given its best case: the forward graph is built once per call and shared
+    by the k vectors (the pipeline's :class:`ReferenceNTK` re-runs it per column, as the 2021
+    kernel did).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network, already in eval mode, on the target device and dtype.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no parameters that require grad")
+
+    def _output(self, x: Tensor) -> Tensor:
+        out = self.model(x)
+        return out.reshape(out.shape[0], -1)
+
+    def jvp(self, x: Tensor, vectors: Tensor) -> Tensor:
+        """J v for each row of ``vectors`` (k, p); returns (k, n, o)."""
+        out = self._output(x)
+        return torch.stack(
+            [_rop(out, self.params, _unflatten_like(v, self.params)).detach() for v in vectors]
+        )
+
+    def vjp(self, x: Tensor, cotangents: Tensor) -> Tensor:
+        """Jᵀ u for each u in ``cotangents`` (k, n, o); returns (k, p)."""
+        out = self._output(x)
+        return torch.stack([_flatten(_jacvec(out, self.params, u)).detach() for u in cotangents])
+
+    def ntk_vp(self, x: Tensor, cotangents: Tensor) -> Tensor:
+        """J Jᵀ u for each u in ``cotangents`` (k, n, o); returns (k, n, o)."""
+        out = self._output(x)
+        return torch.stack(
+            [_rop(out, self.params, _jacvec(out, self.params, u)).detach() for u in cotangents]
+        )
 
 
 def reference_cg(
