@@ -48,7 +48,6 @@ def _wins(table: pd.DataFrame, better: str, worse: str) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------- the table
-@pytest.mark.slow
 def test_table_has_one_row_per_method_size_and_task():
     table = fa.fast_adaptation(dataset="sinusoids", tasks=(0, 1), context_sizes=(5, 10),
                                methods=("ntk", "ntk-linearized", "no-retrain", "last-layer"))
@@ -78,6 +77,15 @@ def test_fit_hyper_fits_the_ntk_on_each_context():
     assert table["noise_variance"].nunique() == 2  # one fit per context
 
 
+def test_arch_may_name_another_preset_of_the_dataset():
+    table = fa.fast_adaptation(dataset="sinusoids", arch="sinusoids-mlp-relu", tasks=(0,),
+                               context_sizes=(5,), methods=("ntk", "no-retrain"))
+    assert (table["source"] == "sinusoids-mlp-relu").all() and (table["arch"] == "mlp").all()
+    default = fa.fast_adaptation(dataset="sinusoids", tasks=(0,), context_sizes=(5,),
+                                 methods=("no-retrain",))
+    assert default["mse"].iloc[0] != table[table["method"] == "no-retrain"]["mse"].iloc[0]
+
+
 def test_registered_in_the_experiments_registry():
     assert get("fast-adaptation").function is fa.fast_adaptation
     assert get("spatial-maps").function is fa.spatial_maps
@@ -94,7 +102,7 @@ def test_registered_in_the_experiments_registry():
         ({"tasks": (-1,)}, "ints >= 0"),
         ({"preset": "medium"}, "preset must be one of"),
         ({"seed": -2}, "seed must be"),
-        ({"arch": "no-such-net"}, "unknown architecture"),
+        ({"arch": "no-such-net"}, "arch must be a zoo architecture"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(options, message):

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ntkcore import data, zoo
+from ntkcore import data
 from ntkcore.experiments.methods import available as available_methods
 from ntkcore.experiments.methods import cache
-from ntkcore.experiments.methods.source import DEFAULT_PRESETS
+from ntkcore.experiments.methods.source import DEFAULT_PRESETS, check_arch
 from ntkcore.experiments.registry import Progress, ProgressSteps, check_preset, resolve_device
 from ntkcore.metrics import coverage, gaussian_nll, mse
 
@@ -159,8 +159,9 @@ def fast_adaptation(
         (the heteroscedastic network's mean output; Figure 7a) or ``faces-rotation``
         (LeNet-3; Figure 7b).
     arch : str, optional
-        Zoo architecture of the source network; default the dataset's zoo preset
-        (``ntkcore.zoo.presets``).
+        Source network: a zoo preset id of the dataset (``zoo.presets_for(dataset)``, e.g.
+        ``"sinusoids-mlp-relu"``) or a zoo architecture; default the dataset's preset
+        (:data:`ntkcore.experiments.methods.DEFAULT_PRESETS`).
     methods : tuple of str
         Method names (default all).
     context_sizes : tuple of int
@@ -209,8 +210,7 @@ def fast_adaptation(
     task_seeds = _int_tuple("tasks", tasks or defaults[1], 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if arch is not None:
-        zoo.spec(arch)  # ValueError listing the architectures
+    check_arch(dataset, arch)
     dev = resolve_device(device, preset)
     # Load the target tasks first: bad context sizes fail before any training.
     targets = {}

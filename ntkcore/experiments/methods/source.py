@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ntkcore import data, zoo
 
-__all__ = ["DEFAULT_PRESETS", "HEAD", "Source", "load_source"]
+__all__ = ["DEFAULT_PRESETS", "HEAD", "Source", "check_arch", "load_source"]
 
 #: The zoo preset whose network a dataset's experiments adapt by default.
 DEFAULT_PRESETS: Mapping[str, str] = MappingProxyType(
@@ -112,6 +112,33 @@ class Source:
         return x.to(self.device, self.dtype), y.to(self.device, self.dtype)
 
 
+def _choose(dataset: str, arch: str | None) -> tuple[zoo.Preset | None, str]:
+    """The zoo preset (or None) and architecture name behind ``arch`` for ``dataset``."""
+    if dataset not in DEFAULT_PRESETS:
+        raise ValueError(
+            f"unknown dataset {dataset!r} for the adaptation experiments; available: "
+            f"{sorted(DEFAULT_PRESETS)}"
+        )
+    default = zoo.preset(DEFAULT_PRESETS[dataset])
+    if arch is None or arch == default.arch:
+        return default, default.arch
+    by_id = {p.id: p for p in zoo.presets_for(dataset)}
+    if arch in by_id:
+        return by_id[arch], by_id[arch].arch
+    if arch not in zoo.available():
+        raise ValueError(
+            f"arch must be a zoo architecture {zoo.available()} or a preset of {dataset!r} "
+            f"{sorted(by_id)}, got {arch!r}"
+        )
+    return None, arch
+
+
+def check_arch(dataset: str, arch: str | None) -> str:
+    """Validate ``arch`` for ``dataset`` (see :func:`load_source`); returns the zoo
+    architecture name. ``ValueError`` for an unknown dataset or architecture."""
+    return _choose(dataset, arch)[1]
+
+
 def load_source(
     dataset: str,
     arch: str | None = None,
@@ -127,11 +154,13 @@ def load_source(
     dataset : str
         One of :data:`DEFAULT_PRESETS` (the regression transfer tasks).
     arch : str, optional
-        Zoo architecture; default (and any arch equal to the preset's) the dataset's zoo
-        preset with its hyperparameters, otherwise ``zoo.fetch(arch, dataset, seed)`` with
-        the architecture's default training configuration.
+        A zoo preset id of this dataset (``zoo.presets_for(dataset)``, e.g.
+        ``"sinusoids-mlp-relu"``) or a zoo architecture name. Default (and the default
+        preset's architecture) :data:`DEFAULT_PRESETS`'s preset with its hyperparameters;
+        another architecture is trained by ``zoo.fetch(arch, dataset, seed)`` with its
+        default configuration.
     seed : int
-        Training seed of the network (0 is the preset's cached network).
+        Training seed of the network (the preset's own seed, 0, is its cached network).
     device : torch.device or str, optional
         Where the network lives (default CPU).
     progress : callable, optional
@@ -140,20 +169,16 @@ def load_source(
     Raises
     ------
     ValueError
-        For an unknown dataset or an architecture that does not fit it.
+        For an unknown dataset or architecture, or one that does not fit the dataset.
     """
-    if dataset not in DEFAULT_PRESETS:
-        raise ValueError(
-            f"unknown dataset {dataset!r} for the adaptation experiments; available: "
-            f"{sorted(DEFAULT_PRESETS)}"
-        )
-    preset = zoo.preset(DEFAULT_PRESETS[dataset])
-    task = data.load(dataset, seed=0, **dict(preset.data_kw))
-    if arch is None or arch == preset.arch:
-        arch, hyper, data_kw = preset.arch, dict(preset.hyper), dict(preset.data_kw)
+    preset, arch = _choose(dataset, arch)
+    data_kw = dict(preset.data_kw) if preset is not None else {}
+    task = data.load(dataset, seed=0, **data_kw)
+    if preset is not None:
+        hyper = dict(preset.hyper)
         name = preset.id if seed == preset.seed else f"{preset.id}@seed{seed}"
     else:
-        hyper, data_kw, name = {}, {}, f"{arch}@{dataset}"
+        hyper, name = {}, f"{arch}@{dataset}"
     entry = zoo.fetch(arch, dataset, seed, task=task, data_kw=data_kw, device=device,
                       progress=progress, **hyper)
     model = entry.model
