@@ -352,7 +352,11 @@ def spatial_maps(
     mean, var = adapter.fit(x, y).predict(coords[cells].to(dev))
     x_mean, x_std = np.asarray(transform["x_mean"]), np.asarray(transform["x_std"])
     y_mean, y_std = float(transform["y_mean"]), float(transform["y_std"])
-    lonlat = coords[cells].numpy() * x_std + x_mean
+    lonlat = coords[cells].double().numpy() * x_std + x_mean
+    for axis, name in enumerate(("lon", "lat")):
+        if name in extra:  # snap float32 round-off (1e-6 degrees) to the grid's axes
+            grid = np.asarray(extra[name], dtype=np.float64)
+            lonlat[:, axis] = grid[np.abs(lonlat[:, axis, None] - grid).argmin(1)]
     table = pd.DataFrame({
         "lon": lonlat[:, 0],
         "lat": lonlat[:, 1],
