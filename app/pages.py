@@ -63,6 +63,14 @@ PAGES: tuple[PageSpec, ...] = (
         "Explore",
     ),
     PageSpec(
+        "views/curves.py",
+        "Adaptation curves",
+        ":material/show_chart:",
+        "curves",
+        "Adaptation curves: error vs number of context points",
+        "Explore",
+    ),
+    PageSpec(
         "views/similarity.py",
         "Jacobian similarity",
         ":material/compare:",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,12 @@ import torch
 from ntkcore import data
 from ntkcore.experiments.methods import available as available_methods
 from ntkcore.experiments.methods import cache
-from ntkcore.experiments.methods.source import DEFAULT_PRESETS, check_arch
+from ntkcore.experiments.methods.source import DEFAULT_PRESETS, Source, check_arch
 from ntkcore.experiments.registry import Progress, ProgressSteps, check_preset, resolve_device
 from ntkcore.metrics import coverage, gaussian_nll, mse
 
 __all__ = ["COLUMNS", "DATASETS", "METHOD_NAMES", "MAP_COLUMNS", "fast_adaptation",
-           "spatial_maps"]
+           "fast_adaptation_from_source", "preset_sizes", "spatial_maps"]
 
 #: The regression transfer tasks (each adapts its zoo preset's network by default).
 DATASETS = tuple(DEFAULT_PRESETS)
@@ -80,6 +81,18 @@ _OPTIONS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
 }
 # Relative cost of one fit, for the progress bar.
 _COST = {"last-layer": 3.0, "last-layer-6x": 12.0, "fine-tune": 5.0}
+
+
+def preset_sizes(dataset: str, preset: str = "small") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(context sizes, target task seeds)`` that :func:`fast_adaptation` uses for ``dataset``
+    when ``context_sizes`` / ``tasks`` are left empty (what an app's preset selector fills in).
+
+    Raises
+    ------
+    ValueError
+        For an unknown dataset or preset.
+    """
+    return _SIZES[check_preset(preset)][_check_dataset(dataset)]
 
 
 def _int_tuple(name: str, values: Any, minimum: int) -> tuple[int, ...]:
@@ -225,22 +238,141 @@ def fast_adaptation(
             )
         targets[t] = task
 
-    n_fits = len(task_seeds) * len(sizes)
-    steps = ProgressSteps(
-        progress,
-        [2.0] + [1.0] * len(names)
-        + [_COST.get(name, 1.0) for _ in range(n_fits) for name in names],
-    )
+    steps = ProgressSteps(progress, [2.0, *_step_weights(names, len(task_seeds) * len(sizes))])
     source = cache.source(dataset, arch, seed=seed, device=dev,
                           progress=steps.start(f"source network for {dataset}"))
+    options = {name: _method_options(name, dataset, preset, fit_hyper) for name in names}
+    rows = _adapt_rows(source, targets, names, sizes, options, seed, steps, dev)
+    steps.done()
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def fast_adaptation_from_source(
+    source: Source,
+    targets: Mapping[int, data.Task] | Sequence[data.Task],
+    *,
+    methods: tuple[str, ...] = METHOD_NAMES,
+    context_sizes: tuple[int, ...] = (5, 10, 20),
+    fit_hyper: bool = False,
+    seed: int = 0,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """:func:`fast_adaptation` for a source network and target tasks of your own.
+
+    The same loop and table as :func:`fast_adaptation` (Algorithm 1: every method prepared
+    once on ``source``, then fit on the first ``n`` points of each target task's pool and
+    scored on its test split), for sources that are not a zoo preset of a built-in dataset —
+    e.g. a network trained on an uploaded CSV file's source rows
+    (:func:`ntkcore.experiments.methods.train_source`) and the file's target rows split
+    with several seeds (``data.from_csv(..., seed=t)``).
+
+    Parameters
+    ----------
+    source : Source
+        The trained network, its source data and training budget; methods run on its device.
+    targets : mapping of int to Task, or sequence of Task
+        Target tasks keyed by the ``task`` column's value (a sequence is numbered 0, 1, ...).
+        Each must be a regression task with the source's input shape and output size.
+    methods : tuple of str
+        Method names (see :mod:`ntkcore.experiments.methods`).
+    context_sizes : tuple of int
+        Numbers of context points, each at most every target's pool size.
+    fit_hyper : bool
+        As for :func:`fast_adaptation`.
+    seed : int
+        Recorded in the ``seed`` column and seeds the retraining baselines.
+    method_options : mapping, optional
+        Extra keywords per method name (e.g. ``{"ablr": {"steps": 300}}``).
+    progress : callable, optional
+        ``progress(fraction, message)``; messages name the method, task and context size.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`COLUMNS`, one row per method × context size × task; ``dataset`` is the
+        source task's name, ``source`` the source's name.
+
+    Raises
+    ------
+    ValueError
+        Unknown methods; empty or non-int context sizes or a size above a target's pool; a
+        target that is not a regression task fitting the source network; a bad seed.
+    """
+    if not isinstance(source, Source):
+        raise ValueError(f"source must be a methods.Source, got {type(source).__name__}")
+    names = _method_names(methods)
+    sizes = _int_tuple("context_sizes", context_sizes, 1)
+    if not sizes:
+        raise ValueError("context_sizes must hold at least one size")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(targets, Mapping):
+        numbered = dict(targets)
+    elif isinstance(targets, Sequence) and not isinstance(targets, str):
+        numbered = dict(enumerate(targets))
+    else:
+        raise ValueError(f"targets must be a mapping or sequence of Tasks, got {targets!r}")
+    if not numbered:
+        raise ValueError("targets must hold at least one task")
+    shape, outputs = tuple(source.task.meta.input_shape), source.task.meta.output_dim
+    for key, task in numbered.items():
+        if isinstance(key, bool) or not isinstance(key, int | np.integer):
+            raise ValueError(f"target keys must be ints (the task column), got {key!r}")
+        if not isinstance(task, data.Task) or task.kind != "regression":
+            raise ValueError(f"target {key} must be a regression ntkcore.data.Task, got {task!r}")
+        if tuple(task.meta.input_shape) != shape or task.meta.output_dim != outputs:
+            raise ValueError(
+                f"target {key} has inputs {tuple(task.meta.input_shape)} and "
+                f"{task.meta.output_dim} output(s); the source network takes {shape} and gives "
+                f"{outputs}"
+            )
+        too_many = [n for n in sizes if n > task.sizes["target"]]
+        if too_many:
+            raise ValueError(
+                f"context size(s) {too_many} exceed the target pool of target {key} "
+                f"({task.sizes['target']} points)"
+            )
+    extra = dict(method_options or {})
+    unknown = sorted(set(extra) - set(names))
+    if unknown:
+        raise ValueError(f"method_options for methods not run: {unknown} (methods: {names})")
+    options = {}
+    for name in names:
+        options[name] = dict(extra.get(name, {}))
+        if name in ("ntk", "ntk-linearized"):
+            options[name].setdefault("hyper", "marginal-likelihood" if fit_hyper else "fixed")
+    steps = ProgressSteps(progress, _step_weights(names, len(numbered) * len(sizes)))
+    rows = _adapt_rows(source, {int(k): t for k, t in numbered.items()}, names, sizes, options,
+                       seed, steps, source.device)
+    steps.done()
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _step_weights(names: tuple[str, ...], n_fits: int) -> list[float]:
+    """Progress weights: one source-side fit per method, then every fit by its cost."""
+    return [1.0] * len(names) + [_COST.get(name, 1.0) for _ in range(n_fits) for name in names]
+
+
+def _adapt_rows(
+    source: Source,
+    targets: Mapping[int, data.Task],
+    names: tuple[str, ...],
+    sizes: tuple[int, ...],
+    options: Mapping[str, Mapping[str, Any]],
+    seed: int,
+    steps: ProgressSteps,
+    dev: torch.device,
+) -> list[dict[str, Any]]:
+    """Prepare every method on ``source``, fit each on every target and context size, score."""
     prepared, prepare_seconds = {}, {}
     for name in names:
         steps.start(f"{name}: source-side fit")
         t0 = time.perf_counter()
-        options = _method_options(name, dataset, preset, fit_hyper)
+        method_options = dict(options.get(name, {}))
         if name in ("last-layer", "last-layer-6x", "fine-tune"):
-            options["seed"] = seed
-        prepared[name] = cache.prepared(name, source, **options)
+            method_options["seed"] = seed
+        prepared[name] = cache.prepared(name, source, **method_options)
         prepare_seconds[name] = time.perf_counter() - t0
 
     rows = []
@@ -266,11 +398,10 @@ def fast_adaptation(
                     "prepare_seconds": prepare_seconds[name],
                     **_hyper_columns(method.hyperparameters),
                     "arch": source.arch,
-                    "dataset": dataset,
+                    "dataset": source.dataset,
                     "source": source.name,
                 })
-    steps.done()
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return rows
 
 
 def spatial_maps(

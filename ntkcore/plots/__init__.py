@@ -5,6 +5,16 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.curves import (
+    CURVE_METRICS,
+    SPREADS,
+    TRACE_NOMINAL,
+    TRACE_OFF_AXIS,
+    adaptation_curves_figure,
+    curve_summary,
+    win_rate_figure,
+    win_rates,
+)
 from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
@@ -48,9 +58,11 @@ from ntkcore.plots.tour import (
 )
 
 __all__ = [
+    "CURVE_METRICS",
     "FISHER_UNITS",
     "MEASURE_TITLES",
     "REFERENCE_TRACE",
+    "SPREADS",
     "TIMING_UNITS",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
@@ -58,13 +70,17 @@ __all__ = [
     "TRACE_KERNEL",
     "TRACE_MEAN",
     "TRACE_NETWORK",
+    "TRACE_NOMINAL",
+    "TRACE_OFF_AXIS",
     "TRACE_OTHER_CLASSES",
     "TRACE_PREDICTIONS",
     "TRACE_SAME_CLASS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
+    "adaptation_curves_figure",
     "band_trace_name",
     "class_kernel_figure",
+    "curve_summary",
     "fd_error_figure",
     "fisher_cost_figure",
     "fisher_speedups",
@@ -80,5 +96,7 @@ __all__ = [
     "space_cost_figure",
     "timing_figure",
     "timing_growth",
+    "win_rate_figure",
+    "win_rates",
     "with_test_point",
 ]

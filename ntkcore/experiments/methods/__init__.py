@@ -15,6 +15,9 @@ call, safe to fit)::
     ablr = methods.prepared("ablr", source)               # feature learning once
     mean, var = ablr.fit(x, y).predict(x_grid)            # milliseconds
 
+Your own data (a regression ``Task`` with a source split, e.g. ``data.from_csv``): train a
+zoo architecture on its source rows with ``methods.train_source(task, "mlp", name=...)``.
+
 ``predict`` always returns the Gaussian predictive of **y** (noise included), mean and
 variance each of shape (m, o). Regression only. See :class:`Method` for the life cycle
 (``prepare`` / ``fit`` / ``predict`` / ``clone``) and how to add a method.
@@ -53,7 +56,13 @@ from ntkcore.experiments.methods.heads import HeadFeatures, HeadReadout, find_he
 from ntkcore.experiments.methods.ntk import NTK, NTKLinearized
 from ntkcore.experiments.methods.rbf_gp import RBFGP
 from ntkcore.experiments.methods.retrain import FineTune, LastLayer, LastLayer6x, NoRetrain
-from ntkcore.experiments.methods.source import DEFAULT_PRESETS, HEAD, Source, load_source
+from ntkcore.experiments.methods.source import (
+    DEFAULT_PRESETS,
+    HEAD,
+    Source,
+    load_source,
+    train_source,
+)
 
 __all__ = [
     "ABLR",
@@ -84,4 +93,5 @@ __all__ = [
     "prepared",
     "register",
     "residual_variance",
+    "train_source",
 ]
