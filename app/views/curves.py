@@ -430,6 +430,12 @@ def _run(request: Request) -> RunRecord | None:
     except ValueError as err:  # options or data the library refuses
         st.error(f"Cannot run with these settings: {err}", icon=":material/error:")
         return None
+    except RuntimeError as err:  # a numerical failure inside a method (e.g. a Cholesky factor)
+        st.error(
+            f"A method failed on this data: {err}. Leave it out of the methods and run again.",
+            icon=":material/error:",
+        )
+        return None
 
 
 # --------------------------------------------------------------------------- showing

@@ -145,6 +145,10 @@ class ABLR(Method):
         Where feature learning starts: the trained source network, or the same architecture
         re-initialized (``reset_parameters`` of every layer, seeded by the source seed).
         Default the class's: ``network`` for ``ablr``, ``scratch`` for ``ablr-scratch``.
+    noise_floor : float
+        Smallest noise variance 1/β (targets are standardised: 1e-6 as the RBF GP's floor);
+        the marginal likelihood is maximized over 1/β − noise_floor > 0. It matters only for
+        (nearly) noise-free source data, where the likelihood grows without bound as β does.
     """
 
     name = "ablr"
@@ -153,8 +157,13 @@ class ABLR(Method):
     init = "network"
 
     def __init__(self, *, steps: int | None = None, max_source_points: int = 500,
-                 init: str | None = None) -> None:
+                 init: str | None = None, noise_floor: float = 1e-6) -> None:
         super().__init__()
+        if isinstance(noise_floor, bool) or not isinstance(noise_floor, int | float) or not (
+            noise_floor > 0
+        ):
+            raise ValueError(f"noise_floor must be a positive number, got {noise_floor!r}")
+        self.noise_floor = float(noise_floor)
         if init is not None:
             if init not in ("network", "scratch"):
                 raise ValueError(f"init must be 'network' or 'scratch', got {init!r}")
@@ -204,9 +213,14 @@ class ABLR(Method):
         log_prec = torch.tensor([0.0, math.log(beta0)], dtype=_F64, device=x.device,
                                 requires_grad=True)
 
+        def precisions() -> tuple[Tensor, Tensor]:
+            # 1/β = exp(−log_prec[1]) + noise_floor: the noise variance stays above the floor
+            # (as the RBF GP's). Without it, noise-free source data (an uploaded y = f(x))
+            # drove β up until the Cholesky factor of ΦΦᵀ/α + I/β failed.
+            return log_prec[0].exp(), 1.0 / (torch.exp(-log_prec[1]) + self.noise_floor)
+
         def neg_lml(design: Tensor) -> Tensor:
-            return -blr_log_marginal_likelihood(design, y64, log_prec[0].exp(),
-                                                log_prec[1].exp()) / n
+            return -blr_log_marginal_likelihood(design, y64, *precisions()) / n
 
         def fit_precisions(design: Tensor) -> None:
             opt = torch.optim.LBFGS([log_prec], lr=1.0, max_iter=100,
@@ -241,7 +255,7 @@ class ABLR(Method):
                 phi = _design(features(x))
             fit_precisions(phi)
         with torch.no_grad():
-            self._alpha, self._beta = (float(v) for v in log_prec.exp())
+            self._alpha, self._beta = (float(v) for v in precisions())
             self._source_lml = -float(neg_lml(phi)) * n
         self._features = features
 
