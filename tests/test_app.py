@@ -33,6 +33,7 @@ ENTRY = APP / "streamlit_app.py"
 #: exists, for the pages in RUN_FIRST).
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
+    "views/curves.py": {"ntk", "no-retrain"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
     "views/similarity.py": {"mnist1-mnist2 · kernel", "mnist1-mnist2 · parameter"},
     "views/timing.py": {"function", "parameter-fd", "∝ n (linear)"},
@@ -67,8 +68,18 @@ def _run_similarity_tiny(at: AppTest) -> None:
         _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
 
 
+def _run_curves_tiny(at: AppTest) -> None:
+    """Adaptation curves draw after Run: sinusoids (its source MLP trains in seconds on a cold
+    cache), two methods, two sizes, two target tasks."""
+    at.multiselect(key="cv_methods").set_value(["ntk", "no-retrain"])
+    at.multiselect(key="cv_sizes").set_value([5, 10])
+    at.number_input(key="cv_tasks").set_value(2)
+    _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
+
+
 #: Pages whose figure appears only after a Run button: page -> how to run it with tiny options.
 RUN_FIRST: dict[str, Callable[[AppTest], None]] = {
+    "views/curves.py": _run_curves_tiny,
     "views/similarity.py": _run_similarity_tiny,
     "views/timing.py": _run_timing_tiny,
 }

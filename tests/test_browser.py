@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
+    "curves": ("Adaptation curves: error vs number of context points", "ntk"),
     "similarity": ("Jacobian similarity across tasks", "same class"),
     "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
     "timing": ("Timing: how fast is linearized inference?", "function"),
@@ -40,6 +41,7 @@ PAGES: dict[str, tuple[str, str]] = {
 #: Pages that draw their figure only after Run: URL path -> query string with tiny options
 #: (the widgets are bound to the URL), then the test presses Run.
 RUN_FIRST: dict[str, str] = {
+    "curves": "?cv_methods=ntk&cv_methods=no-retrain&cv_sizes=5&cv_sizes=10&cv_tasks=2",
     "timing": "?sizes=50&sizes=100&hidden=2&methods=function&methods=parameter-fd"
     "&test_points=50",
 }
