@@ -327,6 +327,84 @@ def test_timing_run_from_a_link_shows_progress_and_the_library_numbers(
         context.close()
 
 
+@pytest.mark.slow
+def test_curves_run_from_a_link_shows_progress_and_the_library_numbers(
+    app_url: str, browser
+) -> None:
+    """A shared link fills the Adaptation-curves form; nothing runs on load; Run shows a
+    progress bar naming method, task and context size, then the curves, and the mean MSE the
+    page prints is the library's own ``fast_adaptation`` with the same settings."""
+    import re
+    import time
+
+    import torch
+
+    from ntkcore.experiments.fast_adaptation import fast_adaptation
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda err: page_errors.append(str(err)))
+    options = {"dataset": "sinusoids", "methods": ("ntk", "no-retrain", "rbf-gp"),
+               "context_sizes": (5, 20), "tasks": (0, 1, 2)}  # fmt: skip
+    query = "&".join(
+        ["cv_dataset=sinusoids", *(f"cv_methods={m}" for m in options["methods"]),
+         *(f"cv_sizes={n}" for n in options["context_sizes"]), "cv_tasks=3"]
+    )  # fmt: skip
+    try:
+        page.goto(f"{app_url}/curves?{query}", wait_until="domcontentloaded")
+        page.get_by_text("Nothing computed yet").wait_for(timeout=60_000)
+        chips = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Methods")
+        for method in options["methods"]:
+            assert method in chips.inner_text(), chips.inner_text()
+        assert page.locator(".js-plotly-plot").count() == 0  # nothing runs on load
+        page.screenshot(path=str(ARTIFACTS / "curves-browser-0-from-link.png"))
+
+        page.get_by_role("button", name="Run", exact=True).click()
+        bar = page.locator('[data-testid="stProgress"]').first
+        bar.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "curves-browser-1-running.png"))
+        messages = set()  # what the bar says while the run goes on
+        done = page.get_by_text("done in")
+        deadline = time.monotonic() + PLOT_TIMEOUT_MS / 1000
+        while not done.count() and time.monotonic() < deadline:
+            messages.add(bar.text_content() or "")
+            time.sleep(0.1)
+        done.wait_for(timeout=30_000)
+        named = [m for m in messages if re.search(r"(ntk|no-retrain|rbf-gp): (task \d, \d+ "
+                                                  r"context points|source-side fit)", m)]
+        assert named, messages
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "curves-browser-2-done.png"))
+        assert page.locator('[data-testid="stException"]').count() == 0
+        legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+        assert set(options["methods"]) <= set(legend), legend
+        assert "cv_tasks=3" in page.url and "cv_methods=rbf-gp" in page.url
+
+        table = page.locator('[data-testid="stTable"]').first
+        header = table.locator("thead th").all_inner_texts()
+        row = table.locator("tbody tr").filter(has_text="ntk").first
+        cells = row.locator("th, td").all_inner_texts()
+        shown = dict(zip(header, cells, strict=True))
+        page_mse = {n: float(shown[f"n = {n}"]) for n in options["context_sizes"]}
+        assert not page_errors, page_errors
+    finally:
+        context.close()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app
+    try:
+        table = fast_adaptation(**options)
+    finally:
+        torch.set_num_threads(threads)
+    means = table[table["method"] == "ntk"].groupby("n_context")["mse"].mean()
+    for n, value in page_mse.items():
+        assert value == pytest.approx(means[n], rel=1e-3)  # printed with 4 digits
+
+
 @pytest.mark.parametrize(
     ("ci", "outcome"), [("true", pytest.fail.Exception), (None, pytest.skip.Exception)]
 )
