@@ -297,6 +297,7 @@ def test_a_real_fast_adaptation_table_is_drawn(ntkcore_cache, monkeypatch):
         torch.set_num_threads(threads)
     fig = adaptation_curves_figure(table)
     assert [t.name for t in fig.data] == ["ntk", "no-retrain"]
+    assert fig.layout.title.text.startswith("sinusoids: MSE vs number of context points")
     for method in ("ntk", "no-retrain"):
         expected = [table[(table["method"] == method) & (table["n_context"] == n)]["mse"].mean()
                     for n in (5, 10)]  # fmt: skip

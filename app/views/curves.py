@@ -490,6 +490,8 @@ def _view(request: Request, table: pd.DataFrame) -> None:
         return
     reference = "ntk" if "ntk" in methods else methods[0]
     subset = table[table["method"].isin(shown)]
+    if request.user is not None:  # name the figure after the file, not the library's "csv"
+        subset = subset.assign(dataset=request.user.name)
     with LIGHT.hold():  # figures are Python-heavy: one session at a time (app/compute.py)
         try:
             figure = adaptation_curves_figure(subset, metric=metric, spread=spread,

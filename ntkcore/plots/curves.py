@@ -242,7 +242,7 @@ def adaptation_curves_figure(
         the axis stops at Q3 + 3 IQR of the means and those points are marked at its top
         edge (:data:`TRACE_OFF_AXIS`; hover for their values).
     title : str, optional
-        Replaces the default title.
+        Replaces the default title (which names the table's ``dataset`` when it has one).
     height : int
         Figure height in pixels.
 
@@ -362,11 +362,13 @@ def adaptation_curves_figure(
         if several
         else "one task: no spread"
     )
+    datasets = list(dict.fromkeys(table["dataset"])) if "dataset" in table.columns else []
+    where = f"{datasets[0]}: " if len(datasets) == 1 else ""
     fig.update_layout(
         title={
             "text": title
-            or f"{metric} vs number of context points<br><sup>mean over {n_tasks} target "
-            f"task{'s' if n_tasks != 1 else ''}; {bars}</sup>",
+            or f"{where}{metric} vs number of context points<br><sup>mean over {n_tasks} "
+            f"target task{'s' if n_tasks != 1 else ''}; {bars}</sup>",
         },
         height=height,
         template="plotly_white",

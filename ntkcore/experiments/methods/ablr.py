@@ -146,8 +146,8 @@ class ABLR(Method):
         re-initialized (``reset_parameters`` of every layer, seeded by the source seed).
         Default the class's: ``network`` for ``ablr``, ``scratch`` for ``ablr-scratch``.
     noise_floor : float
-        Smallest noise variance 1/β (targets are standardised: 1e-6 as the RBF GP's floor);
-        the marginal likelihood is maximized over 1/β − noise_floor > 0. It matters only for
+        Smallest noise variance 1/β (targets are standardised: 1e-6 as the RBF GP's floor):
+        log β is clamped at −log(noise_floor) in the marginal likelihood. It matters only for
         (nearly) noise-free source data, where the likelihood grows without bound as β does.
     """
 
@@ -213,11 +213,14 @@ class ABLR(Method):
         log_prec = torch.tensor([0.0, math.log(beta0)], dtype=_F64, device=x.device,
                                 requires_grad=True)
 
+        max_log_beta = -math.log(self.noise_floor)
+
         def precisions() -> tuple[Tensor, Tensor]:
-            # 1/β = exp(−log_prec[1]) + noise_floor: the noise variance stays above the floor
-            # (as the RBF GP's). Without it, noise-free source data (an uploaded y = f(x))
-            # drove β up until the Cholesky factor of ΦΦᵀ/α + I/β failed.
-            return log_prec[0].exp(), 1.0 / (torch.exp(-log_prec[1]) + self.noise_floor)
+            # β <= 1/noise_floor: the noise variance stays above the floor (as the RBF GP's).
+            # Without it, noise-free source data (an uploaded y = f(x)) drove β up until the
+            # Cholesky factor of ΦΦᵀ/α + I/β failed. A clamp, not a reparametrization: below
+            # the floor's β the optimization path is exactly the unbounded one.
+            return log_prec[0].exp(), log_prec[1].clamp(max=max_log_beta).exp()
 
         def neg_lml(design: Tensor) -> Tensor:
             return -blr_log_marginal_likelihood(design, y64, *precisions()) / n
