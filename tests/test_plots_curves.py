@@ -20,7 +20,6 @@ from ntkcore.plots import (
     CURVE_METRICS,
     SPREADS,
     TRACE_NOMINAL,
-    TRACE_OFF_AXIS,
     adaptation_curves_figure,
     curve_summary,
     win_rate_figure,
@@ -107,7 +106,7 @@ def test_methods_sit_side_by_side_within_two_percent_of_the_axis(table):
 
 
 def test_std_bars_are_one_sample_standard_deviation(table):
-    fig = adaptation_curves_figure(table, metric="MSE", spread="± 1 std", log_y=False)
+    fig = adaptation_curves_figure(table, metric="MSE", spread="± 1 std", y_scale="linear")
     values = MSE["last-layer"][20]
     trace = _trace(fig, "last-layer")
     assert trace.error_y.array[1] == pytest.approx(statistics.stdev(values), rel=1e-9)
@@ -116,39 +115,52 @@ def test_std_bars_are_one_sample_standard_deviation(table):
 
 def test_std_bar_below_zero_on_a_log_axis_stops_at_the_best_task(table):
     values = MSE["ntk"][5]  # mean 0.5, std 0.3: mean − std > 0
-    fig = adaptation_curves_figure(table, metric="MSE", spread="± 1 std", log_y=True)
+    fig = adaptation_curves_figure(table, metric="MSE", spread="± 1 std", y_scale="log")
     assert _trace(fig, "ntk").error_y.arrayminus[0] == pytest.approx(statistics.stdev(values))
     spread = table.copy()
     spread.loc[(spread["method"] == "ntk") & (spread["n_context"] == 5), "mse"] = [0.01, 0.02, 3.0]
-    fig = adaptation_curves_figure(spread, metric="MSE", spread="± 1 std", log_y=True)
+    fig = adaptation_curves_figure(spread, metric="MSE", spread="± 1 std", y_scale="log")
     mean = (0.01 + 0.02 + 3.0) / 3  # std 1.72 > mean
     assert _trace(fig, "ntk").error_y.arrayminus[0] == pytest.approx(mean - 0.01)
     assert "mean − std ≤ 0" in _trace(fig, "ntk").hovertext[0]
 
 
 def test_negative_nll_gives_a_linear_axis_and_log_is_refused(table):
-    fig = adaptation_curves_figure(table, metric="NLL")
-    assert fig.layout.yaxis.type == "linear"
+    fig = adaptation_curves_figure(table, metric="NLL")  # values within [−2, 8]
+    assert fig.layout.yaxis.type == "linear" and fig.layout.meta["y_scale"] == "linear"
     expected = sum(NLL["last-layer"]) / 3
     assert _trace(fig, "last-layer").y[0] == pytest.approx(expected)
     with pytest.raises(ValueError, match="cannot be drawn on a log axis"):
-        adaptation_curves_figure(table, metric="NLL", log_y=True)
+        adaptation_curves_figure(table, metric="NLL", y_scale="log")
+    with pytest.raises(ValueError, match="y_scale must be one of"):
+        adaptation_curves_figure(table, metric="NLL", y_scale="logit")
 
 
-def test_huge_means_are_marked_above_a_clipped_axis(table):
-    table.loc[(table["method"] == "last-layer") & (table["n_context"] == 5), "nll"] = 1e6
+def _symlog(value: float) -> float:
+    return math.copysign(math.log10(1 + abs(value)), value)
+
+
+def test_nll_spanning_decades_and_zero_is_drawn_on_a_symmetric_log_axis(table):
+    """Overconfident point estimates have NLLs of 10⁶ while good fits are negative."""
+    rows = (table["method"] == "last-layer") & (table["n_context"] == 5)
+    table.loc[rows, "nll"] = [2e5, 1e6, 3e6]
     fig = adaptation_curves_figure(table, metric="NLL")
-    marks = _trace(fig, TRACE_OFF_AXIS)
-    means = curve_summary(table, "NLL")["mean"].to_numpy()
-    q1, q3 = np.quantile(means, [0.25, 0.75])
-    cap = q3 + 3 * (q3 - q1)  # Tukey's far-out fence of the drawn means
-    assert list(marks.y) == pytest.approx([cap]) and list(marks.x) == [5]
-    assert "1e+06" in marks.hovertext[0]
-    low, high = fig.layout.yaxis.range  # [lowest − m, cap + m], m = 5 % of cap − lowest
-    assert high - cap == pytest.approx((high - low) / 22, rel=1e-9) and high > cap
-    # without the outlier nothing is clipped
-    unclipped = adaptation_curves_figure(table, metric="MSE")
-    assert TRACE_OFF_AXIS not in {t.name for t in unclipped.data}
+    assert fig.layout.meta["y_scale"] == "symlog" and fig.layout.yaxis.type == "linear"
+    assert "symmetric log" in fig.layout.yaxis.title.text
+    mean = (2e5 + 1e6 + 3e6) / 3
+    trace = _trace(fig, "last-layer")
+    assert trace.y[0] == pytest.approx(_symlog(mean), rel=1e-12)
+    assert trace.error_y.array[0] == pytest.approx(_symlog(3e6) - _symlog(mean), rel=1e-9)
+    assert trace.error_y.arrayminus[0] == pytest.approx(_symlog(mean) - _symlog(2e5), rel=1e-9)
+    ntk = _trace(fig, "ntk")  # NLLs −1, −0.5, 0.2 at n = 5
+    assert ntk.y[0] == pytest.approx(_symlog((-1.0 - 0.5 + 0.2) / 3), rel=1e-12)
+    assert "mean NLL 1.4e+06" in trace.hovertext[0]  # the hover gives the NLL itself
+    labels = dict(zip(fig.layout.yaxis.ticktext, fig.layout.yaxis.tickvals, strict=True))
+    assert labels["0"] == 0 and labels["1"] == pytest.approx(_symlog(1))
+    assert labels["10⁶"] == pytest.approx(_symlog(1e6))
+    assert labels["-1"] == pytest.approx(-_symlog(1))
+    linear = adaptation_curves_figure(table, metric="NLL", y_scale="linear")
+    assert _trace(linear, "last-layer").y[0] == pytest.approx(mean)
 
 
 def test_coverage_has_the_nominal_line_and_a_unit_axis(table):

@@ -226,24 +226,33 @@ class Request:
 
     def call_text(self) -> str:
         """The library call that computes the table, for the Reproduce expander."""
+        device = "" if DEVICE.type == "cpu" else f"\n    device={str(DEVICE)!r},"
         if self.user is None:
-            device = "" if DEVICE.type == "cpu" else f", device={str(DEVICE)!r}"
             return (
-                f"table = fast_adaptation(\n    dataset={self.dataset!r}, methods={self.methods!r},"
-                f"\n    context_sizes={self.context_sizes!r}, tasks={self.tasks!r}, "
-                f"fit_hyper={self.fit_hyper}, preset={self.preset!r}{device},\n)"
+                "table = fast_adaptation(\n"
+                f"    dataset={self.dataset!r},\n"
+                f"    methods={self.methods!r},\n"
+                f"    context_sizes={self.context_sizes!r},\n"
+                f"    tasks={self.tasks!r},\n"
+                f"    fit_hyper={self.fit_hyper},\n"
+                f"    preset={self.preset!r},{device}\n)"
             )
         u = self.user
-        device = "" if DEVICE.type == "cpu" else f", device={str(DEVICE)!r}"
         options = ", ".join(f"{k}={v!r}" for k, v in USER_MLP.items())
         return (
-            f"targets = {{t: data.from_csv({u.name!r}, x_columns={list(u.x_columns)!r}, "
-            f"y_column={u.y_column!r},\n                         "
-            f"domain_column={u.domain_column!r}, seed=t) for t in range({self.n_tasks})}}\n"
-            f"source = train_source(targets[0], 'mlp', name={_user_label(u)!r}{device},\n"
-            f"                      {options})\n"
-            f"table = fast_adaptation_from_source(\n    source, targets, methods={self.methods!r}, "
-            f"context_sizes={self.context_sizes!r},\n    fit_hyper={self.fit_hyper},\n)"
+            "targets = {\n"
+            f"    t: data.from_csv({u.name!r}, x_columns={list(u.x_columns)!r},\n"
+            f"                     y_column={u.y_column!r}, domain_column={u.domain_column!r},"
+            f" seed=t)\n"
+            f"    for t in range({self.n_tasks})\n}}\n"
+            "source = train_source(\n"
+            f"    targets[0], 'mlp', name={_user_label(u)!r},{device}\n"
+            f"    {options},\n)\n"
+            "table = fast_adaptation_from_source(\n"
+            "    source, targets,\n"
+            f"    methods={self.methods!r},\n"
+            f"    context_sizes={self.context_sizes!r},\n"
+            f"    fit_hyper={self.fit_hyper},\n)"
         )
 
 
@@ -443,21 +452,21 @@ def _reading(table: pd.DataFrame, metric: str, reference: str | None) -> str:
     """One paragraph saying what the figure shows at the smallest and largest context size."""
     summary = curve_summary(table, metric)
     sizes = sorted(set(summary["n_context"]))
-    lower_better = metric != "95% coverage"
     parts = []
     for n in dict.fromkeys((sizes[0], sizes[-1])):
-        at = summary[summary["n_context"] == n].copy()
-        score = at["mean"] if lower_better else -(at["mean"] - 0.95).abs()
-        best = at.loc[score.idxmin() if lower_better else score.idxmax()]
-        text = (
-            f"With **{n}** context points the best mean {metric} is **{best['method']}**'s "
-            f"({best['mean']:#.3g})"
-        )
-        if reference is not None and reference != best["method"]:
-            ref = at[at["method"] == reference]
-            if len(ref):
-                text += f"; {reference}'s is {float(ref['mean'].iloc[0]):#.3g}"
-        parts.append(text + ".")
+        at = summary[summary["n_context"] == n].set_index("method")["mean"]
+        if metric == "95% coverage":
+            best = (at - 0.95).abs().idxmin()
+            text = f"closest to 0.95 is **{best}**'s ({at[best]:#.3g})"
+        elif metric == "seconds":
+            best = at.idxmin()
+            text = f"the fastest is **{best}** ({at[best]:#.3g} s per fit)"
+        else:
+            best = at.idxmin()
+            text = f"the best mean {metric} is **{best}**'s ({at[best]:#.3g})"
+        if reference is not None and reference != best and reference in at.index:
+            text += f"; {reference}'s is {at[reference]:#.3g}"
+        parts.append(f"With **{n}** context points {text}.")
     return " ".join(parts)
 
 
@@ -500,16 +509,26 @@ def _view(request: Request, table: pd.DataFrame) -> None:
             st.error(f"Cannot draw {metric}: {err}")
             return
         st.plotly_chart(figure, key=FIGURE_KEY, config={"displaylogo": False})
-    log_note = " (log scale)" if figure.layout.yaxis.type == "log" else ""
+    scale = figure.layout.meta["y_scale"]
     st.caption(
-        f"Each line is the mean {metric}{log_note} over the target tasks at each number of "
-        "context points; the error bars span "
+        f"Each line is the mean {metric} over the target tasks at each number of context "
+        "points; the error bars span "
         + ("the best to the worst task" if spread == "min–max" else "± 1 sample std")
         + " (methods are drawn side by side at each n so that their bars do not overlap). "
-        "Click a legend entry to hide a method; hover a point for its spread."
-        + (" Red triangles mark means above the axis, which stops where a few huge values "
-           "would flatten the others (hover them for the value)."
-           if any(t.name == "above the axis" for t in figure.data) else "")  # fmt: skip
+        + {
+            "log": "Logarithmic y axis. ",
+            "symlog": "Symmetric log y axis: logarithmic beyond ±1 and nearly linear around "
+            "0, so that negative NLLs of good probabilistic fits and the huge NLLs of "
+            "overconfident point estimates fit on one axis; ticks show NLL values. ",
+        }.get(scale, "")
+        + (
+            "Seconds are each fit + predict on a target task; the source-side work done once "
+            "per method (the NTK's and RBF GP's hyperparameters, ABLR's features) is not in "
+            "them (`prepare_seconds` in the table). "
+            if metric == "seconds"
+            else ""
+        )
+        + "Click a legend entry to hide a method; hover a point for its numbers."
     )
     st.markdown(_reading(subset, metric, reference if reference in shown else None))
 
@@ -527,8 +546,9 @@ def _view(request: Request, table: pd.DataFrame) -> None:
     else:
         rates = win_rates(table, reference=reference, metric=metric)
         with LIGHT.hold():
-            st.plotly_chart(win_rate_figure(rates, reference=reference), key=WIN_KEY,
-                            config={"displaylogo": False})  # fmt: skip
+            title = f"Tasks on which {reference} has the better {metric}"
+            st.plotly_chart(win_rate_figure(rates, reference=reference, title=title),
+                            key=WIN_KEY, config={"displaylogo": False})  # fmt: skip
         st.caption(
             f"Each cell: on how many of the target tasks {reference} has the better {metric} "
             + ("(closer to 0.95) " if metric == "95% coverage" else "(lower) ")
@@ -553,13 +573,16 @@ def _reproduce(request: Request, metric: str, spread: str, log_x: bool, referenc
         f"""
 import torch
 {imports}
-from ntkcore.plots import adaptation_curves_figure, curve_summary, win_rate_figure, win_rates
+from ntkcore.plots import (
+    adaptation_curves_figure, curve_summary, win_rate_figure, win_rates,
+)
 
 torch.set_num_threads({torch.get_num_threads()})  # as the app (one thread per session)
 {request.call_text()}
 print(curve_summary(table, {metric!r}))
 adaptation_curves_figure(table, metric={metric!r}, spread={spread!r}, log_x={log_x}).show()
-win_rate_figure(win_rates(table, reference={reference!r}, metric={metric!r})).show()
+rates = win_rates(table, reference={reference!r}, metric={metric!r})
+win_rate_figure(rates, reference={reference!r}).show()
 """
     )
 

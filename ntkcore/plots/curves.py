@@ -11,9 +11,8 @@ a reference method (the finite NTK) beats each other method.
 
 The functions only aggregate what the table holds (means, standard deviations, extremes and
 counts over tasks); :func:`curve_summary` and :func:`win_rates` return the numbers the
-figures draw. Traces are named after the methods (the ``method`` column); points beyond a
-clipped axis are :data:`TRACE_OFF_AXIS`, the 95 % line of the coverage plot
-:data:`TRACE_NOMINAL`.
+figures draw. Traces are named after the methods (the ``method`` column), the 95 % line of
+the coverage plot :data:`TRACE_NOMINAL`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ __all__ = [
     "CURVE_METRICS",
     "SPREADS",
     "TRACE_NOMINAL",
-    "TRACE_OFF_AXIS",
+    "Y_SCALES",
     "adaptation_curves_figure",
     "curve_summary",
     "win_rate_figure",
@@ -49,8 +48,8 @@ CURVE_METRICS: Mapping[str, tuple[str, str]] = {
 SPREADS = ("min–max", "± 1 std")
 #: The dashed line at the nominal coverage of the coverage plot.
 TRACE_NOMINAL = "nominal 0.95"
-#: Markers at the top edge for means above a clipped linear axis (hover gives the value).
-TRACE_OFF_AXIS = "above the axis"
+#: y axis scales of :func:`adaptation_curves_figure`.
+Y_SCALES = ("auto", "linear", "log", "symlog")
 #: Coverage is better the closer it is to this.
 NOMINAL_COVERAGE = 0.95
 
@@ -180,15 +179,25 @@ def _tick_label(value: float) -> str:
     return power if mantissa == 1 else f"{mantissa:g}×{power}"
 
 
-def _axis_cap(values: np.ndarray) -> float | None:
-    """Upper edge of a linear axis that would otherwise be squashed by a few huge values
-    (Tukey's far-out fence, Q3 + 3 IQR, of the drawn means), or ``None`` if none is beyond."""
-    finite = values[np.isfinite(values)]
-    if finite.size < 4:
-        return None
-    q1, q3 = np.quantile(finite, [0.25, 0.75])
-    fence = q3 + 3.0 * max(q3 - q1, 1e-12)
-    return float(fence) if finite.max() > fence else None
+def _symlog(values: np.ndarray) -> np.ndarray:
+    """sign(v) · log₁₀(1 + |v|): logarithmic beyond ±1, nearly linear around 0."""
+    values = np.asarray(values, dtype=float)
+    return np.sign(values) * np.log10(1.0 + np.abs(values))
+
+
+def _symlog_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Tick positions (transformed) and labels (values) 0, ±0.5, ±1, ±3, ±10, … within range."""
+    values = [0.0, 0.5, -0.5]
+    for k in range(0, 13):
+        for m in (1, 3):
+            values += [m * 10.0**k, -m * 10.0**k]
+    inside = sorted(v for v in values if low <= v <= high)
+    if len(inside) > 10:  # keep decades (and ±0.5, which tell the sign near 0) only
+        inside = [v for v in inside if abs(v) <= 1 or math.log10(abs(v)).is_integer()]
+    return [float(_symlog(np.array([v]))[0]) for v in inside], [
+        f"{v:g}" if abs(v) < 1e4 else ("−" if v < 0 else "") + _tick_label(abs(v))
+        for v in inside
+    ]
 
 
 def _dodge(sizes: Sequence[int], count: int, log_x: bool):
@@ -211,7 +220,7 @@ def adaptation_curves_figure(
     spread: str = "min–max",
     methods: Sequence[str] | None = None,
     log_x: bool = False,
-    log_y: bool | None = None,
+    y_scale: str = "auto",
     title: str | None = None,
     height: int = 480,
 ) -> go.Figure:
@@ -232,15 +241,15 @@ def adaptation_curves_figure(
         Methods to draw (default all, in the table's order).
     log_x : bool
         Logarithmic context-points axis.
-    log_y : bool, optional
-        Logarithmic y axis. Default (``None``): logarithmic for MSE, NLL and seconds when
-        every drawn value is positive (NLL is often negative: then linear), linear for
-        coverage. A requested log axis with non-positive values raises ``ValueError``. On a
-        log axis a ``± 1 std`` bar whose lower end is not positive is drawn down to the
-        best task's value instead (the hover says so). On a linear axis that a few huge
-        means would squash (retrained point estimates have NLLs up to 10⁶ with few points)
-        the axis stops at Q3 + 3 IQR of the means and those points are marked at its top
-        edge (:data:`TRACE_OFF_AXIS`; hover for their values).
+    y_scale : {"auto", "linear", "log", "symlog"}
+        The y axis (:data:`Y_SCALES`). ``log`` needs positive values; ``symlog`` draws
+        sign(v) · log₁₀(1 + |v|), logarithmic beyond ±1 and nearly linear around 0, with
+        ticks labelled in the metric's own values — for NLLs, which are negative for
+        good probabilistic fits and reach 10⁶ for overconfident point estimates with few
+        points. ``auto``: log for MSE, NLL and seconds when every drawn value is positive;
+        for an NLL with values ≤ 0, symlog when some |value| exceeds 30 and linear
+        otherwise; linear for coverage. On a log axis a ``± 1 std`` bar whose lower end is
+        not positive is drawn down to the best task's value instead (the hover says so).
     title : str, optional
         Replaces the default title (which names the table's ``dataset`` when it has one).
     height : int
@@ -251,14 +260,15 @@ def adaptation_curves_figure(
     plotly.graph_objects.Figure
         One line per method, named after it, with its error bars (``error_y``) when there
         are several tasks and the true context sizes in ``customdata``; then
-        :data:`TRACE_NOMINAL` for coverage and :data:`TRACE_OFF_AXIS` when the axis is
-        clipped.
+        :data:`TRACE_NOMINAL` for coverage. On a symlog axis the traces' y values are
+        transformed (the hover gives the metric's values) and ``layout.meta`` is
+        ``{"y_scale": "symlog"}``; otherwise ``layout.meta`` names the scale used too.
 
     Raises
     ------
     ValueError
-        For a malformed table, an unknown metric, spread or method, or ``log_y=True`` with
-        values that are not positive.
+        For a malformed table, an unknown metric, spread, method or y scale, or
+        ``y_scale="log"`` with values that are not positive.
     """
     column, y_title = _check_metric(metric)
     if spread not in SPREADS:
@@ -267,15 +277,22 @@ def adaptation_curves_figure(
     shown = list(dict.fromkeys(summary["method"]))
     lows, highs = zip(*(_bar_ends(p, spread) for _, p in summary.iterrows()), strict=True)
     drawn = np.concatenate([summary["mean"].to_numpy(float), summary["min"].to_numpy(float)])
-    if log_y is None:
-        log_y = metric != "95% coverage" and bool((drawn > 0).all())
-    elif log_y and not (drawn > 0).all():
+    if y_scale not in Y_SCALES:
+        raise ValueError(f"y_scale must be one of {Y_SCALES}, got {y_scale!r}")
+    if y_scale == "auto":
+        if metric == "95% coverage":
+            y_scale = "linear"
+        elif (drawn > 0).all():
+            y_scale = "log"
+        else:
+            ends = np.abs(np.concatenate([drawn, np.asarray(highs, float)]))
+            y_scale = "symlog" if metric == "NLL" and ends.max() > 30 else "linear"
+    elif y_scale == "log" and not (drawn > 0).all():
         raise ValueError(f"{metric} has values <= 0: it cannot be drawn on a log axis")
-    cap = None if log_y or metric == "95% coverage" else _axis_cap(summary["mean"].to_numpy())
+    log_y, symlog = y_scale == "log", y_scale == "symlog"
     several = int(summary["tasks"].max()) > 1
 
     fig = go.Figure()
-    off_axis: list[tuple[str, float, float]] = []
     offsets = _dodge(sorted(set(summary["n_context"])), len(shown), log_x)
     for index, method in enumerate(shown):
         points = summary[summary["method"] == method]
@@ -303,10 +320,13 @@ def adaptation_curves_figure(
                 strict=True,
             )
         ]  # fmt: skip
+        shown_mean, shown_low, shown_high = (
+            (_symlog(mean), _symlog(low), _symlog(high)) if symlog else (mean, low, high)
+        )
         fig.add_trace(
             go.Scatter(
                 x=offsets(x, index),
-                y=mean,
+                y=shown_mean,
                 name=method,
                 mode="lines+markers",
                 line={"color": colour, "width": 3 if method == "ntk" else 2, "dash": dash},
@@ -315,8 +335,8 @@ def adaptation_curves_figure(
                     {
                         "type": "data",
                         "symmetric": False,
-                        "array": high - mean,
-                        "arrayminus": mean - low,
+                        "array": shown_high - shown_mean,
+                        "arrayminus": shown_mean - shown_low,
                         "color": colour,
                         "thickness": 1.5,
                         "width": 5,
@@ -329,9 +349,6 @@ def adaptation_curves_figure(
                 hovertemplate="%{hovertext}<extra></extra>",
             )
         )
-        if cap is not None:
-            off_axis += [(method, float(n), float(m)) for n, m in zip(x, mean, strict=True)
-                         if m > cap]  # fmt: skip
     if metric == "95% coverage":
         fig.add_trace(
             go.Scatter(
@@ -341,19 +358,6 @@ def adaptation_curves_figure(
                 mode="lines",
                 line={"color": "#555555", "width": 1.5, "dash": "dash"},
                 hoverinfo="skip",
-            )
-        )
-    if off_axis:
-        fig.add_trace(
-            go.Scatter(
-                x=[n for _, n, _ in off_axis],
-                y=[cap] * len(off_axis),
-                name=TRACE_OFF_AXIS,
-                mode="markers",
-                marker={"symbol": "triangle-up", "size": 11, "color": "#b00020"},
-                hovertext=[f"<b>{m}</b><br>{n:.0f} context points<br>mean {metric} {_fmt(v)} "
-                           "(above the axis)" for m, n, v in off_axis],  # fmt: skip
-                hovertemplate="%{hovertext}<extra></extra>",
             )
         )
     n_tasks = int(summary["tasks"].max())
@@ -373,6 +377,7 @@ def adaptation_curves_figure(
         height=height,
         template="plotly_white",
         hovermode="closest",
+        meta={"y_scale": y_scale},
         legend={"title": {"text": "method"}},
         margin={"l": 70, "r": 20, "t": 80, "b": 60},
     )
@@ -383,17 +388,18 @@ def adaptation_curves_figure(
         tickvals=sizes,
         ticktext=[str(s) for s in sizes],
     )
-    y_axis: dict = {"title": y_title + (" (log scale)" if log_y else ""),
-                    "type": "log" if log_y else "linear"}  # fmt: skip
+    scale_note = {"log": " (log scale)", "symlog": " (symmetric log scale)"}.get(y_scale, "")
+    y_axis: dict = {"title": y_title + scale_note, "type": "log" if log_y else "linear"}
+    ends = np.concatenate([np.asarray(lows, float), np.asarray(highs, float), drawn])
+    ends = ends[np.isfinite(ends)]
     if log_y:
-        ends = np.concatenate([np.asarray(lows, float), np.asarray(highs, float), drawn])
-        ticks = _log_ticks(ends[np.isfinite(ends) & (ends > 0)].tolist())
+        ticks = _log_ticks(ends[ends > 0].tolist())
         y_axis |= {"tickvals": ticks, "ticktext": [_tick_label(t) for t in ticks]}
-    if metric == "95% coverage":
+    elif symlog:
+        tickvals, ticktext = _symlog_ticks(float(ends.min()), float(ends.max()))
+        y_axis |= {"tickvals": tickvals, "ticktext": ticktext, "zeroline": True}
+    elif metric == "95% coverage":
         y_axis["range"] = [-0.02, 1.04]
-    elif cap is not None:
-        lowest = min(float(np.nanmin(lows)), float(summary["mean"].min()))
-        y_axis["range"] = [lowest - 0.05 * (cap - lowest), cap + 0.05 * (cap - lowest)]
     fig.update_yaxes(**y_axis)
     return fig
 
