@@ -63,6 +63,14 @@ PAGES: tuple[PageSpec, ...] = (
         "Explore",
     ),
     PageSpec(
+        "views/classification.py",
+        "Classification",
+        ":material/category:",
+        "classification",
+        "Classification: the linearized network as a Bayesian classifier",
+        "Explore",
+    ),
+    PageSpec(
         "views/learn.py",
         "Learn",
         ":material/school:",

@@ -5,6 +5,17 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.classification import (
+    CLASSIFICATION_METRICS,
+    TRACE_DIAGONAL,
+    calibration_summary,
+    classification_label,
+    classification_labels,
+    classification_metrics_figure,
+    reliability_figure,
+    transfer_figure,
+    transfer_label,
+)
 from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
@@ -38,6 +49,15 @@ from ntkcore.plots.tour import (
 )
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "TRACE_DIAGONAL",
+    "calibration_summary",
+    "classification_label",
+    "classification_labels",
+    "classification_metrics_figure",
+    "reliability_figure",
+    "transfer_figure",
+    "transfer_label",
     "FISHER_UNITS",
     "REFERENCE_TRACE",
     "TRACE_CLICK",
