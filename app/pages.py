@@ -67,7 +67,7 @@ PAGES: tuple[PageSpec, ...] = (
         "Classification",
         ":material/category:",
         "classification",
-        "Classification: the linearized network as a Bayesian classifier",
+        "Classification with the linearized network",
         "Explore",
     ),
     PageSpec(

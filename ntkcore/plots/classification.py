@@ -331,7 +331,7 @@ def reliability_figure(
     arch: str | None = None,
     methods: Sequence[str] | None = None,
     title: str | None = None,
-    height: int = 560,
+    height: int = 600,
 ) -> go.Figure:
     """The reliability diagram: accuracy against confidence per bin, one trace per method.
 
@@ -395,7 +395,8 @@ def reliability_figure(
                 name=label,
                 legendgroup=label,
                 mode="lines+markers",
-                line={"color": colour, "width": 2, "dash": _DASHES.get(method, "solid")},
+                line={"color": colour, "width": 2.5 if method == "network" else 1.5,
+                      "dash": _DASHES.get(method, "solid")},
                 marker={"color": colour, "size": sizes, "symbol": _SYMBOLS.get(method, "circle"),
                         "line": {"color": "white", "width": 1}},  # fmt: skip
                 hovertext=hover,
