@@ -88,12 +88,16 @@ SEEDS = (0, 99)
 
 TRANSFER_DATASETS = ("mnist", "fashion-mnist")
 TRANSFER_FEATURES = {1: "top 1 layer", 2: "top 2 layers", 3: "top 3 layers", 0: "all 4 layers"}
-TRANSFER_METHODS = {
-    "linear": "linear classifier on the activations",
-    "map": "finite NTK · MAP",
-    "vi": "finite NTK · VI (all layers)",
-}
+TRANSFER_METHODS = {"linear": "linear (activations)", "map": "MAP", "vi": "VI (all layers)"}
+#: The ``features`` column of ``unsupervised_transfer`` as the table shows it.
+TRANSFER_FEATURE_NAMES = {"activations": "activations", "top-1": "top 1 layer",
+                          "top-2": "top 2 layers", "top-3": "top 3 layers",
+                          "all": "all 4 layers"}  # fmt: skip
 TRANSFER_PRIORS = ("0.1", "1", "10", "unit-logits")
+#: The paper's Table 1 (CIFAR-10, BiGAN encoder; test accuracy %), by (features, method).
+PAPER_TABLE1_VALUES = {("activations", "linear"): 62.87, ("top-1", "map"): 70.28,
+                       ("top-2", "map"): 71.08, ("top-3", "map"): 70.64,
+                       ("all", "map"): 72.65, ("all", "vi"): 71.89}  # fmt: skip
 #: What the paper's Table 1 reports (CIFAR-10, BiGAN encoder; * from Mu et al., 2020).
 PAPER_TABLE1 = (
     "activations 62.87 · top 1 layer 70.28* · top 2 layers 71.08* · top 3 layers 70.64* · "
@@ -610,32 +614,54 @@ def _transfer_results(record: RunRecord) -> None:
     glm = table[table["method"] != "linear"]
     cols = st.columns(4)
     if len(linear):
-        cols[0].metric("Linear classifier accuracy", f"{linear.iloc[0].accuracy:.1%}",
-                       help="On the encoder's 16-unit code (the activation baseline).")
+        cols[0].metric("Linear (activations)", f"{linear.iloc[0].accuracy:.1%}",
+                       help="Logistic regression on the encoder's 16-unit code: the paper's "
+                       "activation baseline.")  # fmt: skip
     if len(glm):
         best = glm.loc[glm["accuracy"].idxmax()]
         delta = (
-            f"{100 * (best.accuracy - linear.iloc[0].accuracy):+.1f} points vs linear"
+            f"{100 * (best.accuracy - linear.iloc[0].accuracy):+.1f} pts"
             if len(linear) else None
         )
         cols[1].metric("Best Jacobian GLM", f"{best.accuracy:.1%}", delta=delta,
-                       delta_color="off", help=f"{best.method.upper()} on {best.features}")
+                       delta_color="off",
+                       help=f"{transfer_label(best.method)} on the Jacobian of "
+                       f"{TRANSFER_FEATURE_NAMES.get(best.features, best.features)}; the "
+                       "delta is against the linear classifier, in percentage points.")
         all_layers = glm[(glm["features"] == "all") & (glm["method"] == "map")]
         if len(all_layers):
             cols[2].metric("All layers (MAP)", f"{all_layers.iloc[0].accuracy:.1%}")
-        cols[3].metric("s²", f"{glm.iloc[0].prior_variance:g}")
-    _transfer_view(table)
+        cols[3].metric("Prior variance s²", f"{glm.iloc[0].prior_variance:.3g}")
+    st.caption(
+        f"{int(table['n_train'].iloc[0]):,} labelled images of {table['dataset'].iloc[0]} · "
+        f"seed {int(table['seed'].iloc[0])}. The last column is the paper's Table 1 "
+        "(CIFAR-10, a BiGAN encoder): another dataset and network, so compare directions, "
+        "not values."
+    )
+    shown = table.assign(
+        features=[TRANSFER_FEATURE_NAMES.get(f, f) for f in table["features"]],
+        method=[transfer_label(m) for m in table["method"]],
+        paper=[PAPER_TABLE1_VALUES.get((f, m)) for f, m in
+               zip(table["features"], table["method"], strict=True)],
+    )  # fmt: skip
     st.dataframe(
-        table.assign(method=[transfer_label(m) for m in table["method"]]), hide_index=True,
+        shown[["features", "method", "accuracy", "nll", "ece", "seconds", "num_params",
+               "paper"]],
+        hide_index=True,
         column_config={
+            "features": st.column_config.TextColumn("Jacobian of"),
             "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
             "nll": st.column_config.NumberColumn("NLL", format="%.3f"),
             "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
             "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-            "prior_variance": st.column_config.NumberColumn("s²", format="%g"),
+            "prior_variance": st.column_config.NumberColumn("s²", format="%.3g"),
             "num_params": st.column_config.NumberColumn("p", format="%d"),
+            "paper": st.column_config.NumberColumn(
+                "paper (%)", format="%.2f",
+                help="Table 1 of the paper: CIFAR-10, BiGAN encoder, test accuracy in %."),
         },
     )  # fmt: skip
+    _transfer_view(table)
 
 
 def _transfer_reproduce(request: Request) -> None:

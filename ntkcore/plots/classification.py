@@ -59,7 +59,7 @@ TRACE_DIAGONAL = "perfect calibration"
 
 _MODEL_LABELS = {"network": "network", "finite-ntk": "finite NTK", "linearized-nn": "linearized NN"}
 _METHOD_LABELS = {"map": "MAP", "laplace": "Laplace", "vi": "VI"}
-_FEATURE_LABELS = {"activations": "activations", "all": "all layers"}
+_FEATURE_LABELS = {"activations": "activations", "all": "all"}
 _TRANSFER_METHODS = {"linear": "linear classifier", "map": "finite NTK · MAP",
                      "vi": "finite NTK · VI"}  # fmt: skip
 # Paper colours: network green, finite NTK blue, linearized NN orange; darker for richer
@@ -125,8 +125,7 @@ def _feature_label(features: str) -> str:
     if features in _FEATURE_LABELS:
         return _FEATURE_LABELS[features]
     if features.startswith("top-") and features[4:].isdigit():
-        k = int(features[4:])
-        return f"top {k} layer" + ("s" if k > 1 else "")
+        return f"top {int(features[4:])}"
     raise ValueError(f"unknown feature set {features!r} (activations, top-k or all)")
 
 
@@ -241,7 +240,7 @@ def classification_metrics_figure(
     by_arch = len(archs) > 1
     metrics = list(CLASSIFICATION_METRICS)
     fig = make_subplots(
-        rows=1, cols=len(metrics), horizontal_spacing=0.08,
+        rows=1, cols=len(metrics), horizontal_spacing=0.07, column_widths=[0.4, 0.3, 0.3],
         subplot_titles=[CLASSIFICATION_METRICS[m] for m in metrics],
     )  # fmt: skip
     for index, label in enumerate(shown):
@@ -511,9 +510,9 @@ def transfer_figure(
     Returns
     -------
     plotly.graph_objects.Figure
-        Three panels of grouped bars, x: the feature sets (activations, top 1 layer, …, all
-        layers), one trace per method named by :func:`transfer_label` (``[NLL]`` / ``[ECE]``
-        added in the second and third panels).
+        Three panels of grouped bars, x: the feature sets (``activations``, then the
+        Jacobian of the ``top 1``, …, or of ``all`` layers), one trace per method named by
+        :func:`transfer_label` (``[NLL]`` / ``[ECE]`` added in the second and third panels).
 
     Raises
     ------
@@ -533,7 +532,7 @@ def transfer_figure(
     categories = [_feature_label(f) for f in order]
     metrics = list(CLASSIFICATION_METRICS)
     fig = make_subplots(
-        rows=1, cols=len(metrics), horizontal_spacing=0.08,
+        rows=1, cols=len(metrics), horizontal_spacing=0.07, column_widths=[0.4, 0.3, 0.3],
         subplot_titles=[CLASSIFICATION_METRICS[m] for m in metrics],
     )  # fmt: skip
     for index, label in enumerate(shown):
@@ -564,7 +563,7 @@ def transfer_figure(
             )
     for col in range(1, len(metrics) + 1):
         fig.update_xaxes(type="category", categoryorder="array", categoryarray=categories,
-                         row=1, col=col)  # fmt: skip
+                         tickangle=-30, row=1, col=col)  # fmt: skip
         fig.update_yaxes(gridcolor="#e5e5e5", row=1, col=col)
     dataset = str(table["dataset"].iloc[0]) if "dataset" in table.columns else None
     fig.update_layout(
@@ -573,7 +572,7 @@ def transfer_figure(
         height=height,
         barmode="group",
         margin={"l": 10, "r": 10, "t": 80, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.25, "xanchor": "left", "x": 0},
         hovermode="closest",
         plot_bgcolor="white",
     )
