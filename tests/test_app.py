@@ -33,6 +33,7 @@ ENTRY = APP / "streamlit_app.py"
 #: exists, for the pages in RUN_FIRST).
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
+    "views/classification.py": {"network", "finite NTK · MAP", "finite NTK · MAP [ECE]"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
     "views/timing.py": {"function", "parameter-fd", "∝ n (linear)"},
 }
@@ -53,8 +54,21 @@ def _run_timing_tiny(at: AppTest) -> None:
     _run_button(at).click().run()
 
 
+def _run_classification_tiny(at: AppTest) -> None:
+    """Classification draws after Run: the network and the finite-NTK MAP on 50 training and
+    100 test images (seconds; LeNet-3 trains first, about 10 s, when the cache is cold)."""
+    at.multiselect(key="f4_methods").set_value(["network", "map"])
+    at.multiselect(key="f4_means").set_value(["zero"])
+    at.select_slider(key="f4_n_train").set_value(50)
+    at.select_slider(key="f4_n_test").set_value(100)
+    _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
+
+
 #: Pages whose figure appears only after a Run button: page -> how to run it with tiny options.
-RUN_FIRST: dict[str, Callable[[AppTest], None]] = {"views/timing.py": _run_timing_tiny}
+RUN_FIRST: dict[str, Callable[[AppTest], None]] = {
+    "views/timing.py": _run_timing_tiny,
+    "views/classification.py": _run_classification_tiny,
+}
 
 #: The first run may train the source network when the model cache is cold.
 FIRST_RUN_TIMEOUT = 300.0
