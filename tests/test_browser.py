@@ -33,12 +33,16 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
+    "classification": ("Classification with the linearized network", "finite NTK · MAP"),
     "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
     "timing": ("Timing: how fast is linearized inference?", "function"),
 }
 #: Pages that draw their figure only after Run: URL path -> query string with tiny options
 #: (the widgets are bound to the URL), then the test presses Run.
 RUN_FIRST: dict[str, str] = {
+    # bound widgets carry their option labels ("MAP", "finite NTK") in the URL
+    "classification": "?f4_methods=network&f4_methods=MAP&f4_means=finite+NTK&f4_n_train=50"
+    "&f4_n_test=100",
     "timing": "?sizes=50&sizes=100&hidden=2&methods=function&methods=parameter-fd"
     "&test_points=50",
 }
@@ -267,6 +271,68 @@ def test_timing_run_from_a_link_shows_progress_and_the_library_numbers(
             torch.set_num_threads(threads)
         assert _metric(page, "Points measured") == f"{len(table)} of {len(table)}"
         assert _metric(page, "Parameters p") == f"{int(table['p'].iloc[0]):,}"
+        assert not page_errors, page_errors
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_classification_run_from_a_link_shows_progress_and_the_library_numbers(
+    app_url: str, browser
+) -> None:
+    """A shared link fills the Classification form; nothing runs on load; Run shows progress,
+    then the accuracies the library's own call with the same settings computes."""
+    import torch
+
+    from ntkcore.experiments.classification import classification
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda err: page_errors.append(str(err)))
+    options = {"methods": ("network", "map", "vi"), "means": ("zero",), "n_train": 100,
+               "n_test": 250, "vi_steps": 50}  # fmt: skip
+    labels = {"network": "network", "map": "MAP", "vi": "VI"}  # the URL holds the labels
+    query = "&".join(
+        [*(f"f4_methods={labels[m]}" for m in options["methods"]), "f4_means=finite+NTK",
+         f"f4_n_train={options['n_train']}", f"f4_n_test={options['n_test']}",
+         f"f4_vi_steps={options['vi_steps']}"]
+    )  # fmt: skip
+    try:
+        page.goto(f"{app_url}/classification?{query}", wait_until="domcontentloaded")
+        page.get_by_text("Nothing computed yet").wait_for(timeout=60_000)
+        chips = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Methods")
+        assert chips.inner_text().split()[1:4] == ["network", "MAP", "VI"], chips.inner_text()
+        assert page.locator(".js-plotly-plot").count() == 0  # nothing runs on load
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-0-from-link.png"))
+
+        page.get_by_role("button", name="Run").click()
+        page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-1-running.png"))
+        page.get_by_text("done in").wait_for(timeout=PLOT_TIMEOUT_MS)
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=30_000)
+        page.get_by_text("Network accuracy").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-2-done.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+        assert {"network", "finite NTK · MAP", "finite NTK · VI", "perfect calibration"} <= set(
+            legend
+        ), legend
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the app
+        try:
+            main = classification(**options).main.set_index("method")
+        finally:
+            torch.set_num_threads(threads)
+        assert _metric(page, "Network accuracy") == f"{main.loc['network', 'accuracy']:.1%}"
+        best = main.loc[["map", "vi"], "accuracy"].max()
+        assert _metric(page, "Best GLM accuracy") == f"{best:.1%}"
+        assert _metric(page, "Best GLM ECE") == f"{main.loc[['map', 'vi'], 'ece'].min():.3f}"
         assert not page_errors, page_errors
     finally:
         context.close()
