@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.compute import RESULTS
 from ntkcore.experiments import classification as experiments
+from ntkcore.experiments.registry import ExperimentTables
 from tests.figures import values
 from tests.test_app import FIRST_RUN_TIMEOUT, _assert_clean, _figure, _open, _run_button, _traces
 
@@ -113,6 +114,7 @@ def test_default_view_explains_and_runs_nothing(calls):
     assert at.multiselect(key="f4_methods").value == ["network", "map", "laplace", "vi"]
 
 
+@pytest.mark.slow
 def test_run_shows_the_numbers_the_library_computes(calls, monkeypatch):
     at = _run(_open(PAGE))
     _assert_clean(at)
@@ -236,6 +238,7 @@ def test_empty_choices_warn_instead_of_running(calls):
     assert calls["classification"] == 0
 
 
+@pytest.mark.slow
 def test_transfer_tab_runs_table1_with_tiny_options(calls):
     at = _open(PAGE)
     at.session_state["cls_section"] = TRANSFER_TAB
@@ -287,3 +290,39 @@ def test_gpu_preset_offered_only_with_a_gpu(calls, monkeypatch):
     assert at.radio(key="f4_layers").value == "all"
     assert at.select_slider(key="f4_n_train").value == 2000
     assert sum(calls.values()) == 0
+
+
+def test_several_architectures_draw_the_depth_sweep(calls, monkeypatch):
+    """How the page shows the GPU preset's result (three PreResNets): lines against depth and
+    one reliability diagram at a time. The tables are a tiny LeNet-3 run relabelled as three
+    architectures with shifted accuracies (display only: no GPU here)."""
+    tiny = _library(**TINY_CALL)
+    archs = ("preresnet20", "preresnet56", "preresnet110")
+
+    def relabel(table: pd.DataFrame, shift: bool) -> pd.DataFrame:
+        parts = []
+        for depth, arch in enumerate(archs):
+            part = table.assign(arch=arch)
+            if shift:
+                part = part.assign(accuracy=part["accuracy"] - 0.01 * depth)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    sweep = ExperimentTables({
+        "main": relabel(tiny.main, True), "reliability": relabel(tiny["reliability"], False),
+        "evidence": relabel(tiny["evidence"], False),
+    })  # fmt: skip
+    monkeypatch.setattr(experiments, "classification", lambda **options: sweep)
+    at = _run(_open(PAGE))
+    _assert_clean(at)
+    traces = _traces(_figure(at, 0))
+    network = traces["network"]
+    assert list(network["x"]) == list(archs)
+    expected = tiny.main.set_index("method").loc["network", "accuracy"]
+    np.testing.assert_allclose(values(network["y"]), expected - 0.01 * np.arange(3))
+    assert "arch" in _table(at).columns
+    assert "Network accuracy" not in {m.label for m in at.metric}  # one value per depth
+    control = at.segmented_control(key="f4_reliability_arch")
+    assert list(control.options) == list(archs)
+    control.set_value("preresnet110").run()
+    assert "preresnet110" in _figure(at, 1)["layout"]["title"]["text"]
