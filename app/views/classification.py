@@ -438,6 +438,9 @@ def _figure4_results(record: RunRecord) -> None:
     shown["method"] = [
         classification_label(m, k) for m, k in zip(shown.model, shown.method, strict=True)
     ]
+    shown["prior_variance"] = [  # the network has no prior: a dash, not "None"
+        "–" if pd.isna(v) else f"{v:g}" for v in shown["prior_variance"]
+    ]
     columns = ["method", "accuracy", "nll", "ece", "mean_confidence", "seconds",
                "prior_variance", "num_params"]  # fmt: skip
     if main["arch"].nunique() > 1:
@@ -454,7 +457,7 @@ def _figure4_results(record: RunRecord) -> None:
                 help="Average top-class probability: above the accuracy is over-confident."),
             "seconds": st.column_config.NumberColumn("seconds", format="%.1f",
                                                      help="fit + predict (VI includes its MAP)"),
-            "prior_variance": st.column_config.NumberColumn("s²", format="%g"),
+            "prior_variance": st.column_config.TextColumn("s²"),
             "num_params": st.column_config.NumberColumn("p", format="%d",
                                                         help="parameters linearized"),
         },
@@ -649,7 +652,7 @@ def _transfer_results(record: RunRecord) -> None:
         hide_index=True,
         column_config={
             "features": st.column_config.TextColumn("Jacobian of"),
-            "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
+            "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
             "nll": st.column_config.NumberColumn("NLL", format="%.3f"),
             "ece": st.column_config.NumberColumn("ECE", format="%.3f"),
             "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
