@@ -6,6 +6,7 @@ sorting.
 """
 
 from ntkcore.plots.images import image_strip_figure
+from ntkcore.plots.maps import MAP_PANELS, TRACE_MAP_CONTEXT, spatial_maps_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
     TRACE_CONTEXT,
@@ -48,6 +49,9 @@ from ntkcore.plots.tour import (
 )
 
 __all__ = [
+    "MAP_PANELS",
+    "TRACE_MAP_CONTEXT",
+    "spatial_maps_figure",
     "FISHER_UNITS",
     "MEASURE_TITLES",
     "REFERENCE_TRACE",
