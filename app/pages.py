@@ -71,6 +71,14 @@ PAGES: tuple[PageSpec, ...] = (
         "Explore",
     ),
     PageSpec(
+        "views/similarity.py",
+        "Jacobian similarity",
+        ":material/compare:",
+        "similarity",
+        "Jacobian similarity across tasks",
+        "Explore",
+    ),
+    PageSpec(
         "views/learn.py",
         "Learn",
         ":material/school:",

@@ -35,6 +35,7 @@ PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
     "views/classification.py": {"network", "finite NTK · MAP", "finite NTK · MAP [ECE]"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
+    "views/similarity.py": {"mnist1-mnist2 · kernel", "mnist1-mnist2 · parameter"},
     "views/timing.py": {"function", "parameter-fd", "∝ n (linear)"},
 }
 
@@ -64,10 +65,24 @@ def _run_classification_tiny(at: AppTest) -> None:
     _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
 
 
+def _run_similarity_tiny(at: AppTest) -> None:
+    """Similarity draws after Run: 2 seeds of MNIST1 and MNIST2 (4 LeNet-3s trained for one
+    epoch: the model cache may be cold), 10 probe images."""
+    from ntkcore.experiments import similarity
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(similarity.TRAINING, "epochs", 1)
+        at.number_input(key="sim_seeds").set_value(2)
+        at.number_input(key="sim_probes").set_value(10)
+        at.pills(key="sim_pairs").set_value(["mnist1-mnist2"])
+        _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
+
+
 #: Pages whose figure appears only after a Run button: page -> how to run it with tiny options.
 RUN_FIRST: dict[str, Callable[[AppTest], None]] = {
-    "views/timing.py": _run_timing_tiny,
     "views/classification.py": _run_classification_tiny,
+    "views/similarity.py": _run_similarity_tiny,
+    "views/timing.py": _run_timing_tiny,
 }
 
 #: The first run may train the source network when the model cache is cold.
@@ -215,6 +230,30 @@ class TestAdaptPage:
             shown = _values(traces["posterior mean"]["y"])
             order = np.argsort(task.test[0][:, 0].numpy())
             np.testing.assert_allclose(shown, expected[order], rtol=1e-9, atol=1e-9)
+
+    def test_baselines_are_drawn_and_scored_as_the_library_scores_them(self, at: AppTest):
+        from ntkcore import metrics
+        from ntkcore.experiments import methods
+
+        at.multiselect(key="baselines").set_value(["RBF GP", "ABLR"]).run(timeout=300)
+        _assert_clean(at)
+        traces = _traces(_figure(at))
+        assert {"RBF GP", "ABLR"} <= set(traces)
+        scores = _scores(at)
+        task = data.load("sinusoids", seed=at.number_input(key="seed").value)
+        x, y = task.context(at.slider(key="n_context").value)
+        x_test, y_test = task.test
+        source = methods.cached_source("sinusoids", at.selectbox(key="arch").value)
+        for label, name in (("RBF GP", "rbf-gp"), ("ABLR", "ablr")):
+            mean, _ = methods.prepared(name, source).fit(x, y).predict(x_test)
+            assert scores.loc[label, "MSE"] == pytest.approx(metrics.mse(mean, y_test), rel=1e-6)
+        assert np.isfinite(scores.loc["network (no retraining)", "NLL"])
+
+    def test_spatial_task_draws_maps(self, at: AppTest):
+        at.selectbox(key="dataset").set_value("spatial").run(timeout=300)
+        _assert_clean(at)
+        names = set(_traces(_figure(at)))
+        assert {"target map (truth)", "posterior mean", "context points"} <= names
 
     def test_library_value_error_is_shown_and_previous_result_kept(
         self, at: AppTest, monkeypatch: pytest.MonkeyPatch

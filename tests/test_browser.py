@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
     "classification": ("Classification with the linearized network", "finite NTK · MAP"),
+    "similarity": ("Jacobian similarity across tasks", "same class"),
     "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
     "timing": ("Timing: how fast is linearized inference?", "function"),
 }
@@ -150,6 +151,58 @@ def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
         assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
     finally:
         context.close()
+
+
+@pytest.mark.slow
+def test_similarity_run_from_a_link_matches_the_library(
+    app_url: str, browser, ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Open the page from a link with tiny options (URL state), press Run, wait for the
+    progress to end, and compare the mean similarity shown with the library's own call."""
+    from ntkcore.experiments.similarity import jacobian_similarity
+
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = context.new_page()
+    try:
+        query = "sim_seeds=2&sim_probes=10&sim_pairs=mnist1-mnist2&sim_measures=kernel"
+        page.goto(f"{app_url}/similarity?{query}", wait_until="domcontentloaded")
+        page.get_by_text("Jacobian similarity across tasks").first.wait_for(timeout=60_000)
+        seeds = page.locator('[data-testid="stNumberInput"]').filter(has_text="Seeds")
+        probes = page.locator('[data-testid="stNumberInput"]').filter(has_text="Probe images")
+        assert seeds.locator("input").input_value() == "2"
+        assert probes.locator("input").input_value() == "10"
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        page.get_by_role("button", name="Run").click()
+        # The status box names the work while it runs and says when it is done (with a cold
+        # cache, four LeNet-3s are trained first).
+        title = "Comparing the Jacobians of 4 LeNet-3s on 10 MNIST1 images"
+        page.get_by_text(title).first.wait_for(timeout=60_000)
+        page.get_by_text("Similarity across seeds (Figure 5)").wait_for(timeout=PLOT_TIMEOUT_MS)
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        assert page.get_by_text("done in").count() >= 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.locator('[data-testid="stTable"] tbody tr').first.wait_for(timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "similarity-after-run.png"))
+        assert "sim_seeds=2" in page.url and "sim_pairs=mnist1-mnist2" in page.url
+
+        row = page.locator('[data-testid="stTable"] tbody tr').filter(has_text="mnist1-mnist2")
+        cells = row.first.locator("td, th").all_inner_texts()
+        shown = {"measure": cells[-6], "comparisons": int(cells[-4]), "mean": float(cells[-3])}
+    finally:
+        context.close()
+    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
+    expected = jacobian_similarity(
+        seeds=2, n_probe=10, pairs=("mnist1-mnist2",), measures=("kernel",), device="cpu"
+    )["main"]["similarity"]
+    assert shown["measure"] == "kernel"
+    assert shown["comparisons"] == len(expected) == 2
+    # Shown with 4 decimals; the server computes with one thread, this process with more.
+    assert abs(shown["mean"] - expected.mean()) <= 5e-5 + 1e-6
 
 
 def test_learn_exercise_run_and_shared_link(app_url: str, browser) -> None:

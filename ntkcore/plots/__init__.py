@@ -17,6 +17,7 @@ from ntkcore.plots.classification import (
     transfer_label,
 )
 from ntkcore.plots.images import image_strip_figure
+from ntkcore.plots.maps import MAP_PANELS, TRACE_MAP_CONTEXT, spatial_maps_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
     TRACE_CONTEXT,
@@ -29,6 +30,16 @@ from ntkcore.plots.regression import (
     band_trace_name,
     parity_figure,
     posterior_band_figure,
+)
+from ntkcore.plots.similarity import (
+    MEASURE_TITLES,
+    TRACE_KERNEL,
+    TRACE_OTHER_CLASSES,
+    TRACE_SAME_CLASS,
+    class_kernel_figure,
+    ntk_spectra_figure,
+    similarity_trace_name,
+    similarity_violin_figure,
 )
 from ntkcore.plots.timing import (
     FISHER_UNITS,
@@ -58,18 +69,26 @@ __all__ = [
     "reliability_figure",
     "transfer_figure",
     "transfer_label",
+    "MAP_PANELS",
+    "TRACE_MAP_CONTEXT",
+    "spatial_maps_figure",
     "FISHER_UNITS",
+    "MEASURE_TITLES",
     "REFERENCE_TRACE",
+    "TIMING_UNITS",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_IDENTITY",
+    "TRACE_KERNEL",
     "TRACE_MEAN",
     "TRACE_NETWORK",
+    "TRACE_OTHER_CLASSES",
     "TRACE_PREDICTIONS",
+    "TRACE_SAME_CLASS",
     "TRACE_SOURCE",
     "TRACE_TRUTH",
-    "TIMING_UNITS",
     "band_trace_name",
+    "class_kernel_figure",
     "fd_error_figure",
     "fisher_cost_figure",
     "fisher_speedups",
@@ -77,10 +96,13 @@ __all__ = [
     "kernel_heatmap_figure",
     "linearization_path_figure",
     "linearized_function_figure",
+    "ntk_spectra_figure",
     "parity_figure",
     "posterior_band_figure",
+    "similarity_trace_name",
+    "similarity_violin_figure",
     "space_cost_figure",
-    "with_test_point",
     "timing_figure",
     "timing_growth",
+    "with_test_point",
 ]
