@@ -169,7 +169,7 @@ def _plain_steps(progress: Callable[[float, str], None]) -> Callable[[float, str
     def report(fraction: float, message: str) -> None:
         if message.startswith("training "):
             network = message[len("training "):]
-            message = f"loading {network} (training it first if it is not in the model cache)"
+            message = f"{network}: loading it from the model cache (training it first if missing)"
         progress(fraction, message)
 
     return report
