@@ -170,6 +170,7 @@ def test_reliability_figure_draws_nonempty_bins_and_counts():
         assert np.all(np.diff(sizes) > 0)
     assert fig.layout.yaxis2.type == "log"
     assert list(fig.layout.yaxis2.tickvals) == [1, 10]  # decades up to the largest count
+    assert 10 ** fig.layout.yaxis2.range[1] > 60  # the tallest bar is not cut off
 
 
 def test_reliability_figure_picks_one_arch_and_filters_methods():

@@ -430,7 +430,8 @@ def reliability_figure(
     top = max(1.0, float(table["count"].astype(float).max()))
     decades = [10**k for k in range(int(math.floor(math.log10(top))) + 1)]
     fig.update_yaxes(type="log", title="points", gridcolor="#e5e5e5", tickvals=decades,
-                     ticktext=[f"{v:,}" for v in decades], row=2, col=1)  # fmt: skip
+                     ticktext=[f"{v:,}" for v in decades],
+                     range=[math.log10(0.7), math.log10(top * 1.5)], row=2, col=1)  # fmt: skip
     fig.add_annotation(x=0.78, y=0.3, text="below the diagonal:<br>over-confident",
                        showarrow=False, font={"color": "#777777", "size": 12},
                        xref="x", yref="y")  # fmt: skip
