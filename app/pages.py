@@ -54,4 +54,12 @@ PAGES: tuple[PageSpec, ...] = (
         "Adapt a trained network to a new task",
         "Explore",
     ),
+    PageSpec(
+        "views/compare.py",
+        "Compare architectures",
+        ":material/compare:",
+        "compare",
+        "Compare architectures on the same task",
+        "Explore",
+    ),
 )

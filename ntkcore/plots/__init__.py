@@ -5,6 +5,14 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.compare import (
+    ComparisonPanel,
+    comparison_figures,
+    comparison_overlay_figure,
+    overlay_trace_names,
+    panel_title,
+    shared_y_range,
+)
 from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
@@ -21,6 +29,7 @@ from ntkcore.plots.regression import (
 )
 
 __all__ = [
+    "ComparisonPanel",
     "TRACE_CLICK",
     "TRACE_CONTEXT",
     "TRACE_IDENTITY",
@@ -30,7 +39,12 @@ __all__ = [
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "comparison_figures",
+    "comparison_overlay_figure",
     "image_strip_figure",
+    "overlay_trace_names",
+    "panel_title",
     "parity_figure",
     "posterior_band_figure",
+    "shared_y_range",
 ]
