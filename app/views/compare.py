@@ -40,7 +40,7 @@ from ntkcore.experiments.inductive_biases import (
 )
 from ntkcore.plots import (
     ComparisonPanel,
-    comparison_figures,
+    comparison_grid_figure,
     comparison_overlay_figure,
 )
 from ntkcore.posterior import MEANS, STRATEGIES
@@ -55,6 +55,7 @@ MAX_WIDTH = 10_000
 MAX_DEPTH = 6
 MAX_PARAMS = 60_000
 COLUMN_NAMES = "ABCD"
+FIGURE_KEY = "compare_figure"
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -236,61 +237,81 @@ def _presets(choice: TaskChoice) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- sets
-def _column_values(i: int, arch: str, layers: str, activation: str, trained: bool) -> dict:
-    return {f"arch{i}": arch, f"layers{i}": layers, f"act{i}": activation, f"trained{i}": trained}
-
-
-def _set(dataset: str, split: str, n: int, hyper: str, columns: list[dict], **extra) -> dict:
-    values: dict[str, Any] = {"dataset": dataset, "split": split, "n_context": n, "hyper": hyper,
-                              "n_models": len(columns), "net_seed": 0, **extra}  # fmt: skip
-    for column in columns:
-        values.update(column)
+def _columns(arch: str | tuple[str, ...], layers: tuple[str, ...], activation: str,
+             trained: bool | tuple[bool, ...]) -> dict[str, Any]:  # fmt: skip
+    """Widget values of the first ``len(layers)`` columns."""
+    count = len(layers)
+    archs = (arch,) * count if isinstance(arch, str) else arch
+    flags = (trained,) * count if isinstance(trained, bool) else trained
+    values: dict[str, Any] = {"n_models": count}
+    for i in range(1, count + 1):
+        values |= {f"arch{i}": archs[i - 1], f"layers{i}": layers[i - 1],
+                   f"act{i}": activation, f"trained{i}": flags[i - 1]}  # fmt: skip
     return values
 
 
-_FIG3 = {"split": "source", "n": 300, "hyper": "network MSE", "prior_variance": 1.0,
-         "mean": "zero"}  # fmt: skip
+@dataclass(frozen=True)
+class ComparisonSet:
+    """A one-click comparison: a short button label, what it shows, and the widget values."""
+
+    label: str
+    help: str
+    values: Mapping[str, Any]
+
+
+#: Figure 3's GP: conditioned on the training data, prior mean zero, s² = 1, σ² = max(10⁻³,
+#: the network's MSE on the data) (the reference notebook's rule).
+_FIGURE3 = {"split": "source", "hyper": "network MSE", "prior_variance": 1.0, "mean": "zero",
+            "net_seed": 0}  # fmt: skip
+_WIDTHS = ("5", "50", "500", "5000")
 #: One-click comparisons that fill the widgets: Figure 3's panels and the zoo's presets.
-SETS: dict[str, tuple[str, dict[str, Any]]] = {
-    "fig3-untrained": (
-        "Figure 3 left: ReLU widths 5 / 50 / 500 / 5,000, untrained",
-        _set("toy-gap-relu", _FIG3["split"], 300, _FIG3["hyper"], [
-            _column_values(i + 1, CUSTOM, w, "relu", False)
-            for i, w in enumerate(("5", "50", "500", "5000"))
-        ], prior_variance=1.0, mean="zero"),
+SETS: dict[str, ComparisonSet] = {
+    "fig3-untrained": ComparisonSet(
+        "Figure 3 left",
+        "One-hidden-layer ReLU MLPs of widths 5, 50, 500 and 5,000 at their seeded "
+        "initialization, conditioned on the 300 points of toy-gap (Figure 3 left).",
+        {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
+         **_columns(CUSTOM, _WIDTHS, "relu", False)},
     ),
-    "fig3-trained": (
-        "Figure 3 centre: the same widths, trained",
-        _set("toy-gap-relu", _FIG3["split"], 300, _FIG3["hyper"], [
-            _column_values(i + 1, CUSTOM, w, "relu", True)
-            for i, w in enumerate(("5", "50", "500", "5000"))
-        ], prior_variance=1.0, mean="zero"),
+    "fig3-trained": ComparisonSet(
+        "Figure 3 centre",
+        "The same four ReLU MLPs trained on the data (Figure 3 centre).",
+        {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
+         **_columns(CUSTOM, _WIDTHS, "relu", True)},
     ),
-    "fig3-tanh": (
-        "Figure 3 right: tanh, ~21k parameters: 100-100-100 / 10-1000-10 / 500-38-38",
-        _set("toy-gap-sine", _FIG3["split"], 200, _FIG3["hyper"], [
-            _column_values(i + 1, CUSTOM, s, "tanh", True)
-            for i, s in enumerate(("100-100-100", "10-1000-10", "500-38-38"))
-        ], prior_variance=1.0, mean="zero"),
+    "fig3-tanh": ComparisonSet(
+        "Figure 3 right",
+        "Three-layer tanh MLPs with about 21,000 parameters each — 100-100-100, 10-1000-10 "
+        "and 500-38-38 — trained on the sinusoid with a gap (Figure 3 right).",
+        {"dataset": "toy-gap-sine", "n_context": 200, **_FIGURE3,
+         **_columns(CUSTOM, ("100-100-100", "10-1000-10", "500-38-38"), "tanh", True)},
     ),
-    "sinusoid-presets": (
-        "Zoo networks on sinusoids, 20 target points",
-        _set("sinusoids", "target", 20, "shared", [
-            _column_values(i + 1, p, "40x3", "tanh", True)
-            for i, p in enumerate(("sinusoids-mlp", "sinusoids-mlp-relu",
-                                   "sinusoids-mlp-gelu-wide"))
-        ], noise_variance=1e-3, prior_variance=1e-2, mean="zero"),
+    "trained-vs-untrained": ComparisonSet(
+        "Trained vs untrained",
+        "One ReLU MLP of width 500, at its initialization and after training: how training "
+        "changes the kernel J Jᵀ.",
+        {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
+         **_columns(CUSTOM, ("500", "500"), "relu", (False, True))},
+    ),
+    "sinusoid-presets": ComparisonSet(
+        "Zoo, sinusoids",
+        "The zoo's three sinusoid networks (tanh 3×40, ReLU 2×100, GELU 1×1,000) adapted to "
+        "20 points of a new sinusoid, σ² = 10⁻³, s² = 10⁻².",
+        {"dataset": "sinusoids", "split": "target", "n_context": 20, "hyper": "shared",
+         "noise_variance": 1e-3, "prior_variance": 1e-2, "mean": "zero",
+         **_columns(("sinusoids-mlp", "sinusoids-mlp-relu", "sinusoids-mlp-gelu-wide"),
+                    ("40x3", "100x2", "1000"), "relu", True)},
     ),
 }  # fmt: skip
 DEFAULT_SET = "fig3-untrained"
-DEFAULTS = SETS[DEFAULT_SET][1]
+DEFAULTS = SETS[DEFAULT_SET].values
 
 
 def _apply_set(name: str) -> None:
     """Button callback: fill every widget of a set (before the widgets are drawn)."""
-    for key, value in SETS[name][1].items():
+    for key, value in SETS[name].values.items():
         st.session_state[key] = value
-    st.session_state[f"{PAGE}.applied"] = SETS[name][0]
+    st.session_state[f"{PAGE}.applied"] = SETS[name].label
 
 
 def _arch_changed(i: int) -> None:
@@ -418,15 +439,15 @@ def _column_widgets(i: int, presets: list[str], net_seed: int) -> ModelSpec | st
     )  # fmt: skip
     layers_text, activation = "", "relu"
     if arch == CUSTOM:
-        left, right = st.columns([3, 2])
-        layers_text = left.text_input(
+        layers_text = st.text_input(
             "Hidden layers", value=default, key=f"layers{i}", bind="query-params",
             persist_state="page",
             help="Units per hidden layer: '5000' (one layer), '100-100-100' or '40x3'.",
         )  # fmt: skip
-        activation = right.selectbox(
-            "Activation", ACTIVATIONS, key=f"act{i}", bind="query-params", persist_state="page"
-        )
+        activation = st.segmented_control(
+            "Activation", ACTIVATIONS, default="relu", required=True, key=f"act{i}",
+            bind="query-params", persist_state="page",
+        )  # fmt: skip
     trained = st.toggle(
         "trained on the source", value=bool(DEFAULTS.get(f"trained{i}", False)),
         key=f"trained{i}", bind="query-params", persist_state="page",
@@ -545,22 +566,13 @@ class Column:
     message: str | None
 
 
-def _unique_labels(specs: list[ModelSpec | str]) -> list[str]:
-    labels: list[str] = []
-    for i, spec in enumerate(specs):
-        label = spec.label if isinstance(spec, ModelSpec) else f"network {COLUMN_NAMES[i]}"
-        if label in labels:
-            label = f"{label} ({COLUMN_NAMES[i]})"
-        labels.append(label)
-    return labels
-
-
 def _compute(specs: list[ModelSpec | str], s: Settings, task: data.Task) -> list[Column]:
     choice = s.choice
     task_key = (s.dataset, s.seed, s.split, s.n_context)
     settings = (s.hyper, s.noise_variance, s.prior_variance, s.mean, s.strategy)
     columns = []
-    for i, (spec, label) in enumerate(zip(specs, _unique_labels(specs), strict=True)):
+    for i, spec in enumerate(specs):
+        label = spec.label if isinstance(spec, ModelSpec) else f"network {COLUMN_NAMES[i]}"
         if isinstance(spec, str):
             columns.append(Column(i, None, label, None, None, None, spec))
             continue
@@ -588,31 +600,43 @@ def _compute(specs: list[ModelSpec | str], s: Settings, task: data.Task) -> list
 # ----------------------------------------------------------------------------- output
 def _panels(columns: list[Column], x_test: np.ndarray) -> list[ComparisonPanel]:
     return [
-        ComparisonPanel(c.label, x_test, c.result["mean"], c.result["variance"],
-                        network=c.result["network"], num_params=c.num_params)
+        ComparisonPanel(f"{COLUMN_NAMES[c.index]}: {c.label}", x_test, c.result["mean"],
+                        c.result["variance"], network=c.result["network"],
+                        num_params=c.num_params, note=f"test MSE {c.result['mse']:.3g}")
         for c in columns if c.result is not None
     ]  # fmt: skip
 
 
-def _table(columns: list[Column], s: Settings) -> pd.DataFrame:
+#: Score table columns: name -> (format, help).
+TABLE_COLUMNS: dict[str, tuple[str | None, str]] = {
+    "network": (None, "Column letter, network and whether it was trained."),
+    "p": ("localized", "Parameters: the width of the Jacobian J (zoo.info(...).num_params)."),
+    "trained": (None, "Trained on the source data, or at its seeded initialization."),
+    "train loss": ("%.3g", "The network's MSE on the source data after training."),
+    "σ²": ("%.3g", "Noise variance used for this network."),
+    "s²": ("%.3g", "Prior variance of the linearized weights used for this network."),
+    "MSE": ("%.3g", "Test MSE of the linearized posterior mean."),
+    "NLL": ("%.3g", "Test negative log likelihood of y under the posterior (+ σ²)."),
+    "coverage": ("%.2f", "Fraction of test points inside the posterior ±2σ (+ σ²) band."),
+    "net MSE": ("%.3g", "Test MSE of the network itself, f(x; θ), without adaptation."),
+    "ms": ("%.0f", "Solve time of ntkcore.adapt (milliseconds)."),
+    "strategy": (None, "How the GP was solved (auto picks per network; hover the panel)."),
+}
+
+
+def _table(columns: list[Column]) -> pd.DataFrame:
     rows = []
     for c in columns:
         r = c.result or {}
-        rows.append({
-            "network": f"{COLUMN_NAMES[c.index]}: {c.label}",
-            "parameters p": c.num_params,
-            "trained": None if c.spec is None else c.spec.trained,
-            "training loss": c.train_loss,
-            "σ²": r.get("noise_variance"),
-            "s²": r.get("prior_variance"),
-            "test MSE": r.get("mse"),
-            "test NLL": r.get("nll"),
-            "95% coverage": r.get("coverage"),
-            "network test MSE": r.get("network_mse"),
-            "solve time (ms)": None if not r else 1e3 * r["seconds"],
-            "strategy": r.get("strategy", c.message or ""),
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+        values = [
+            f"{COLUMN_NAMES[c.index]}: {c.label}", c.num_params,
+            None if c.spec is None else c.spec.trained, c.train_loss,
+            r.get("noise_variance"), r.get("prior_variance"), r.get("mse"), r.get("nll"),
+            r.get("coverage"), r.get("network_mse"), 1e3 * r["seconds"] if r else None,
+            r.get("strategy", c.message or ""),
+        ]  # fmt: skip
+        rows.append(dict(zip(TABLE_COLUMNS, values, strict=True)))
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
 def _curves_csv(columns: list[Column], x_test: np.ndarray, truth: np.ndarray | None
@@ -641,7 +665,7 @@ def _figures(columns: list[Column], x_test: np.ndarray, context: tuple[np.ndarra
     """Grid or overlay (view-only: switching redraws without recomputing)."""
     left, right = st.columns([2, 3])
     view = left.segmented_control(
-        "View", ("grid", "overlay"), default="grid", key="view", bind="query-params",
+        "View", ("grid", "overlay"), default="grid", required=True, key="view", bind="query-params",
         help="grid: one panel per network, shared axes. overlay: every posterior on one plot.",
     )  # fmt: skip
     show_network = right.toggle(
@@ -653,35 +677,31 @@ def _figures(columns: list[Column], x_test: np.ndarray, context: tuple[np.ndarra
         st.info("No network to draw yet.")
         return
     truth_pair = None if truth is None else (x_test, truth)
+    missing = [c for c in columns if c.result is None]
     with LIGHT.hold():
         if view == "overlay":
             figure = comparison_overlay_figure(
                 panels, context=context, truth=truth_pair, show_network=bool(show_network)
             )
-            st.plotly_chart(figure, key="compare_overlay", config={"displaylogo": False})
-            st.caption(
-                "Solid lines: posterior means p(f* | y); shaded: ±2σ; dashed: each network's "
-                "own prediction f(x; θ). Click a legend entry to hide a network."
+            caption = (
+                "Solid lines: posterior means p(f* | y) (Eq. 3); shaded: ±2σ of the latent "
+                "function (noise not added); dashed: each network's own prediction f(x; θ); "
+                "purple: the context points. Click a legend entry to hide a network."
             )
-            return
-        figures = iter(comparison_figures(
-            panels, context=context, truth=truth_pair, show_network=bool(show_network)
-        ))  # fmt: skip
-        slots = st.columns(len(columns), gap="small")
-        for slot, column in zip(slots, columns, strict=True):
-            with slot:
-                if column.result is None:
-                    st.info(f"**{column.label}** — {column.message}")
-                    continue
-                st.plotly_chart(
-                    next(figures), key=f"compare_panel_{column.index}",
-                    config={"displaylogo": False},
-                )  # fmt: skip
-    st.caption(
-        "Every panel has the same x and y ranges. Solid: posterior mean p(f* | y) (Eq. 3); "
-        "shaded: ±2σ of the latent function (noise not added), which may run off the plot "
-        "far from the data; dashed: the network f(x; θ); purple: the context points."
-    )
+        else:
+            figure = comparison_grid_figure(
+                panels, context=context, truth=truth_pair, show_network=bool(show_network)
+            )
+            caption = (
+                "All panels share their x and y ranges (zoom one, zoom all). Solid: posterior "
+                "mean p(f* | y) (Eq. 3); shaded: ±2σ of the latent function (noise not added), "
+                "which may run off the plot far from the data; dashed: the network f(x; θ); "
+                "purple: the context points."
+            )
+        st.plotly_chart(figure, key=FIGURE_KEY, config={"displaylogo": False})
+    st.caption(caption)
+    if missing:
+        st.caption("Not drawn: " + "; ".join(f"{c.label} ({c.message})" for c in missing))
 
 
 def _reproduce(columns: list[Column], s: Settings) -> None:
@@ -713,7 +733,7 @@ def _reproduce(columns: list[Column], s: Settings) -> None:
 import ntkcore
 from ntkcore import data, zoo
 from ntkcore.experiments.inductive_biases import default_noise_variance
-from ntkcore.plots import ComparisonPanel, comparison_figures
+from ntkcore.plots import ComparisonPanel, comparison_grid_figure
 
 task = data.load({choice.name!r}, seed={s.seed}{options})
 {context}
@@ -729,8 +749,7 @@ for name, model in models.items():
     pred = post.predict(x_test)
     panels.append(ComparisonPanel(name, x_test, pred.mean, pred.variance,
                                   network=lin(x_test).detach(), num_params=lin.num_params))
-for figure in comparison_figures(panels, context=(x, y){truth}):
-    figure.show()
+comparison_grid_figure(panels, context=(x, y){truth}).show()
 """
     )
 
@@ -748,11 +767,15 @@ st.markdown(
     "away below."
 )
 
-set_columns = st.columns(len(SETS))
-for slot, (set_name, (set_label, _)) in zip(set_columns, SETS.items(), strict=True):
+st.caption(
+    "One-click comparisons — Figure 3 of the paper and more (hover for what each shows; "
+    "they fill the widgets below):"
+)
+set_columns = st.columns(len(SETS), gap="small")
+for slot, (set_name, comparison) in zip(set_columns, SETS.items(), strict=True):
     slot.button(
-        set_label, key=f"set-{set_name}", on_click=_apply_set, args=(set_name,),
-        width="stretch",
+        comparison.label, key=f"set-{set_name}", help=comparison.help, on_click=_apply_set,
+        args=(set_name,), width="stretch",
     )  # fmt: skip
 if applied := st.session_state.pop(f"{PAGE}.applied", None):
     st.toast(f"Filled the widgets: {applied}")
@@ -814,19 +837,13 @@ context = (x_context[:, 0].double().numpy(), y_context[:, 0].double().numpy())
 _figures(columns, x_test, context, truth)
 
 st.subheader("Parameters and scores")
-table = _table(columns, settings)
+table = _table(columns)
 st.dataframe(
     table, hide_index=True,
     column_config={
-        "parameters p": st.column_config.NumberColumn(format="localized"),
-        "training loss": st.column_config.NumberColumn(format="%.3g"),
-        "σ²": st.column_config.NumberColumn(format="%.3g"),
-        "s²": st.column_config.NumberColumn(format="%.3g"),
-        "test MSE": st.column_config.NumberColumn(format="%.3g"),
-        "test NLL": st.column_config.NumberColumn(format="%.3g"),
-        "95% coverage": st.column_config.NumberColumn(format="%.2f"),
-        "network test MSE": st.column_config.NumberColumn(format="%.3g"),
-        "solve time (ms)": st.column_config.NumberColumn(format="%.0f"),
+        name: (st.column_config.NumberColumn(name, format=fmt, help=text) if fmt
+               else st.column_config.Column(name, help=text))
+        for name, (fmt, text) in TABLE_COLUMNS.items()
     },
 )  # fmt: skip
 hyper_text = {

@@ -7,7 +7,7 @@ sorting.
 
 from ntkcore.plots.compare import (
     ComparisonPanel,
-    comparison_figures,
+    comparison_grid_figure,
     comparison_overlay_figure,
     overlay_trace_names,
     panel_title,
@@ -39,7 +39,7 @@ __all__ = [
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
-    "comparison_figures",
+    "comparison_grid_figure",
     "comparison_overlay_figure",
     "image_strip_figure",
     "overlay_trace_names",

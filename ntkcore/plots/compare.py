@@ -6,9 +6,9 @@ widths 5 to 5,000, untrained and trained; tanh MLPs with the same parameter coun
 differently shaped layers — on the same data, with the network's own prediction dashed.
 Two views:
 
-* :func:`comparison_figures`: one :func:`~ntkcore.plots.posterior_band_figure` per network,
-  all with the same x and y ranges (:func:`shared_y_range`), titled with the network and its
-  parameter count p, to be laid out side by side;
+* :func:`comparison_grid_figure`: one :func:`~ntkcore.plots.posterior_band_figure` panel per
+  network, all on the same x and y ranges (:func:`shared_y_range`), titled with the network
+  and its parameter count p;
 * :func:`comparison_overlay_figure`: every network's posterior mean and band on one plot,
   one colour per network.
 
@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from ntkcore.plots.regression import (
     _BLUE,
@@ -47,7 +48,7 @@ from ntkcore.plots.regression import (
 __all__ = [
     "COMPARISON_COLOURS",
     "ComparisonPanel",
-    "comparison_figures",
+    "comparison_grid_figure",
     "comparison_overlay_figure",
     "overlay_trace_names",
     "panel_title",
@@ -78,6 +79,8 @@ class ComparisonPanel:
         The network's own prediction f(x; θ) at ``x``.
     num_params : int, optional
         Parameter count p (the width of the Jacobian), shown in the title.
+    note : str, optional
+        A short text for the title's second line, after p (e.g. ``"test MSE 0.12"``).
     """
 
     label: str
@@ -86,13 +89,15 @@ class ComparisonPanel:
     variance: ArrayLike
     network: ArrayLike | None = None
     num_params: int | None = None
+    note: str | None = None
 
 
-def panel_title(label: str, num_params: int | None = None) -> str:
-    """``"ReLU 5000, untrained<br>p = 15,001"``: the network on one line, p below it."""
-    if num_params is None:
-        return label
-    return f"{label}<br><sup>p = {num_params:,} parameters</sup>"
+def panel_title(label: str, num_params: int | None = None, note: str | None = None) -> str:
+    """``"ReLU 5000, untrained<br>p = 15,001 · test MSE 0.1"``: the network on the first line,
+    its parameter count and ``note`` on the second."""
+    details = [f"p = {num_params:,}"] if num_params is not None else []
+    details += [note] if note else []
+    return label if not details else f"{label}<br>{' · '.join(details)}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class _Curves:
     variance: np.ndarray
     network: np.ndarray | None
     num_params: int | None
+    note: str | None
 
 
 def _curves(panels: Sequence[ComparisonPanel]) -> list[_Curves]:
@@ -140,6 +146,8 @@ def _curves(panels: Sequence[ComparisonPanel]) -> list[_Curves]:
             isinstance(num_params, bool) or not isinstance(num_params, int) or num_params < 1
         ):
             raise ValueError(f"{panel.label}: num_params must be a positive int or None")
+        if panel.note is not None and not isinstance(panel.note, str):
+            raise ValueError(f"{panel.label}: note must be a string or None")
         order = np.argsort(x, kind="stable")
         network = arrays.get("network")
         out.append(
@@ -150,9 +158,15 @@ def _curves(panels: Sequence[ComparisonPanel]) -> list[_Curves]:
                 variance[order],
                 None if network is None else network[order],
                 num_params,
+                panel.note,
             )
         )
     return out
+
+
+def context_marker_size(count: int) -> int:
+    """Marker size for ``count`` context points: large for a few, small for hundreds."""
+    return 9 if count <= 30 else 6 if count <= 100 else 4
 
 
 def _check_n_std(n_std: float) -> None:
@@ -216,22 +230,26 @@ def _resolve_range(
     return float(y_range[0]), float(y_range[1])
 
 
-def comparison_figures(
+def comparison_grid_figure(
     panels: Sequence[ComparisonPanel],
     *,
     context: Pair | None = None,
     truth: Pair | None = None,
     show_network: bool = True,
     n_std: float = 2.0,
-    height: int | None = 400,
+    columns: int | None = None,
+    height: int | None = None,
     y_range: str | tuple[float, float] = "data",
-) -> list[go.Figure]:
-    """One posterior-band figure per network, all on the same axes (Figure 3's panels).
+) -> go.Figure:
+    """One posterior-band panel per network on shared axes, in one figure (Figure 3's rows).
+
+    Each panel holds the traces of :func:`~ntkcore.plots.posterior_band_figure` for one
+    network; all panels share (and zoom together along) the same x and y ranges.
 
     Parameters
     ----------
     panels : sequence of ComparisonPanel
-        The networks' predictives (same test inputs or not: the x range spans them all).
+        The networks' predictives (the x range spans all their test inputs).
     context : (x, y) pair, optional
         The points every posterior was conditioned on (drawn in every panel).
     truth : (x, y) pair, optional
@@ -240,30 +258,49 @@ def comparison_figures(
         Draw each network's own prediction (dashed).
     n_std : float
         Half-width of the bands in posterior standard deviations.
-    height : int or None
-        Height of each figure in pixels.
+    columns : int, optional
+        Panels per row (default: all in one row).
+    height : int, optional
+        Figure height in pixels (default 440 per row of panels).
     y_range : "data" or (float, float)
         ``"data"``: :func:`shared_y_range`; a pair: explicit limits.
 
     Returns
     -------
-    list of plotly.graph_objects.Figure
-        One per panel, in order, each titled :func:`panel_title` with the traces of
-        :func:`~ntkcore.plots.posterior_band_figure` and identical x and y ranges.
+    plotly.graph_objects.Figure
+        Subplots titled :func:`panel_title`, in the order given. The first panel's traces
+        carry the plain names of :func:`posterior_band_figure` (``"posterior mean"``,
+        ``"±2σ"``, ``"network"``, ``"context"``, ``"true function"``) and make the legend;
+        the other panels' traces are named ``"<name> · <label>"`` and share the legend group
+        of their plain name, so one legend click hides a curve in every panel.
 
     Raises
     ------
     ValueError
         For an empty or malformed panel list, duplicate labels, shapes that disagree,
-        non-finite values, negative variances or a bad ``n_std`` / ``y_range``.
+        non-finite values, negative variances or a bad ``n_std``, ``columns`` or ``y_range``.
     """
     _check_n_std(n_std)
     curves = _curves(panels)
+    if columns is None:
+        columns = len(curves)
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise ValueError(f"columns must be a positive int, got {columns!r}")
+    columns = min(columns, len(curves))
+    rows = math.ceil(len(curves) / columns)
     y_lim = _resolve_range(y_range, curves, context, truth, show_network)
     x_lim = (min(float(c.x[0]) for c in curves), max(float(c.x[-1]) for c in curves))
-    figures = []
-    for c in curves:
-        fig = posterior_band_figure(
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        shared_xaxes="all",
+        shared_yaxes="all",
+        subplot_titles=[panel_title(c.label, c.num_params, c.note) for c in curves],
+        horizontal_spacing=0.02 if columns > 1 else 0.0,
+        vertical_spacing=0.12 if rows > 1 else 0.0,
+    )
+    for i, c in enumerate(curves):
+        single = posterior_band_figure(
             c.x,
             c.mean,
             c.variance,
@@ -271,18 +308,29 @@ def comparison_figures(
             truth=truth,
             network=(c.x, c.network) if show_network and c.network is not None else None,
             n_std=n_std,
-            title=panel_title(c.label, c.num_params),
-            height=height,
             y_range=y_lim,
         )
-        fig.update_xaxes(range=list(x_lim))
-        fig.update_layout(
-            title={"x": 0.02, "xanchor": "left", "y": 0.98, "yanchor": "top"},
-            margin={"l": 10, "r": 10, "t": 100, "b": 10},
-            legend={"y": 1.0, "yanchor": "bottom", "font": {"size": 11}},
-        )
-        figures.append(fig)
-    return figures
+        for trace in single.data:
+            name = trace.name
+            trace.legendgroup = name
+            if name == TRACE_CONTEXT:
+                trace.marker.size = context_marker_size(len(trace.x))
+            if i > 0:
+                trace.name = f"{name} · {c.label}"
+                trace.showlegend = False
+            fig.add_trace(trace, row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(range=list(x_lim), title_text="x", row=rows)
+    fig.update_yaxes(range=list(y_lim))
+    fig.update_yaxes(title_text="y", col=1)
+    fig.update_annotations(font={"size": 13})
+    fig.update_layout(
+        height=440 * rows if height is None else height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.16 / rows, "xanchor": "left",
+                "x": 0},  # fmt: skip
+        hovermode="closest",
+    )
+    return fig
 
 
 def overlay_trace_names(label: str, n_std: float = 2.0) -> dict[str, str]:
@@ -312,7 +360,7 @@ def comparison_overlay_figure(
 ) -> go.Figure:
     """Every network's posterior mean and band on one plot, one colour per network.
 
-    Parameters are those of :func:`comparison_figures`.
+    Parameters are those of :func:`comparison_grid_figure`.
 
     Returns
     -------
@@ -395,7 +443,11 @@ def comparison_overlay_figure(
                 y=cy,
                 name=TRACE_CONTEXT,
                 mode="markers",
-                marker={"color": _PURPLE, "size": 7, "line": {"color": "white", "width": 1}},
+                marker={
+                    "color": _PURPLE,
+                    "size": context_marker_size(cx.shape[0]),
+                    "line": {"color": "white", "width": 1},
+                },
             )
         )
     x_lim = (min(float(c.x[0]) for c in curves), max(float(c.x[-1]) for c in curves))
