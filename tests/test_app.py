@@ -28,6 +28,7 @@ ENTRY = APP / "streamlit_app.py"
 #: Page file (relative to app/) -> trace names its first figure must contain.
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
+    "views/compare.py": {"posterior mean", "±2σ", "context", "true function", "network"},
 }
 
 #: The first run may train the source network when the model cache is cold.

@@ -55,7 +55,15 @@ MAX_WIDTH = 10_000
 MAX_DEPTH = 6
 MAX_PARAMS = 60_000
 COLUMN_NAMES = "ABCD"
+#: Widget keys (and URL query parameters) carry this prefix: session state is shared by all
+#: pages, and the Adapt page's "dataset" or "n_context" must not leak into this page.
+KEY_PREFIX = "cmp_"
 FIGURE_KEY = "compare_figure"
+
+
+def _key(name: str) -> str:
+    """The session-state key and URL query parameter of widget ``name``."""
+    return KEY_PREFIX + name
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -310,14 +318,14 @@ DEFAULTS = SETS[DEFAULT_SET].values
 def _apply_set(name: str) -> None:
     """Button callback: fill every widget of a set (before the widgets are drawn)."""
     for key, value in SETS[name].values.items():
-        st.session_state[key] = value
+        st.session_state[_key(key)] = value
     st.session_state[f"{PAGE}.applied"] = SETS[name].label
 
 
 def _arch_changed(i: int) -> None:
     """A preset is trained by definition: switching a column to one ticks "trained"."""
-    if st.session_state.get(f"arch{i}") != CUSTOM:
-        st.session_state[f"trained{i}"] = True
+    if st.session_state.get(_key(f"arch{i}")) != CUSTOM:
+        st.session_state[_key(f"trained{i}")] = True
 
 
 # ----------------------------------------------------------------------------- widgets
@@ -345,22 +353,22 @@ def _sidebar() -> Settings:
     sidebar = st.sidebar
     sidebar.header("Task and context")
     dataset = sidebar.selectbox(
-        "Task", tuple(TASKS), key="dataset", bind="query-params",
+        "Task", tuple(TASKS), key=_key("dataset"), bind="query-params",
         help="1-D regression tasks of ntkcore.data. toy-gap: Figure 3's data with a gap.",
     )  # fmt: skip
     choice = TASKS[str(dataset)]
     sidebar.caption(choice.description)
     seed = sidebar.number_input(
-        "Target task (seed)", min_value=0, max_value=1_000_000, value=1, step=1, key="seed",
+        "Target task (seed)", min_value=0, max_value=1_000_000, value=1, step=1, key=_key("seed"),
         bind="query-params",
         help="Draws the target task and its context order (toy-gap: the target pool and the "
         "noise of the test points).",
     )  # fmt: skip
     if not choice.source_equals_target:
-        st.session_state["split"] = "target"
+        st.session_state[_key("split")] = "target"
     split = sidebar.radio(
         "Condition on", SPLITS, index=SPLITS.index(DEFAULTS["split"]), horizontal=True,
-        key="split", bind="query-params", disabled=not choice.source_equals_target,
+        key=_key("split"), bind="query-params", disabled=not choice.source_equals_target,
         help="source: the networks' own training data, as in Figure 3 (toy-gap only, where "
         "source and target share one function). target: the first n points of the target "
         "pool.",
@@ -368,16 +376,16 @@ def _sidebar() -> Settings:
     task = common.task(choice.name, int(seed), **choice.options)
     pool = task.sizes[str(split)]
     default_n = min(DEFAULTS["n_context"], pool)
-    if st.session_state.get("n_context", default_n) > pool:
-        st.session_state["n_context"] = pool
+    if st.session_state.get(_key("n_context"), default_n) > pool:
+        st.session_state[_key("n_context")] = pool
     n_context = sidebar.slider(
-        "Context points n", min_value=1, max_value=pool, value=default_n, key="n_context",
+        "Context points n", min_value=1, max_value=pool, value=default_n, key=_key("n_context"),
         bind="query-params", help=f"The first n of the {pool} {split} points.",
     )  # fmt: skip
     sidebar.header("Gaussian process")
     hyper = sidebar.radio(
         "σ², s² for every network", HYPER_MODES, index=HYPER_MODES.index(DEFAULTS["hyper"]),
-        key="hyper", bind="query-params",
+        key=_key("hyper"), bind="query-params",
         help="shared: the sliders below for every network. network MSE: σ² = max(10⁻³, the "
         "network's mean squared error on the context), s² from the slider (Figure 3's rule: "
         "an untrained network gets a large σ²). marginal likelihood: σ², s² fitted per network "
@@ -385,30 +393,30 @@ def _sidebar() -> Settings:
     )  # fmt: skip
     noise_variance = sidebar.select_slider(
         "Noise variance σ²", options=NOISE_VARIANCES, value=1e-3,
-        format_func=lambda v: f"{v:g}", key="noise_variance", bind="query-params",
+        format_func=lambda v: f"{v:g}", key=_key("noise_variance"), bind="query-params",
         disabled=hyper != "shared", help="Observation noise (log scale); used when shared.",
     )  # fmt: skip
     prior_variance = sidebar.select_slider(
         "Prior variance s²", options=PRIOR_VARIANCES, value=DEFAULTS["prior_variance"],
-        format_func=lambda v: f"{v:g}", key="prior_variance", bind="query-params",
+        format_func=lambda v: f"{v:g}", key=_key("prior_variance"), bind="query-params",
         disabled=hyper == "marginal likelihood",
         help="Prior variance of the linearized weights, w ~ N(0, s² I) (log scale).",
     )  # fmt: skip
     mean = sidebar.radio(
-        "Prior mean", MEANS, index=MEANS.index(DEFAULTS["mean"]), horizontal=True, key="mean",
+        "Prior mean", MEANS, index=MEANS.index(DEFAULTS["mean"]), horizontal=True, key=_key("mean"),
         bind="query-params",
         help="zero: the finite NTK alone (Figure 3). network: m(x) = f(x; θ), the linearized "
         "network of Eq. 1.",
     )  # fmt: skip
     strategy = sidebar.selectbox(
-        "Solver strategy", STRATEGIES, index=STRATEGIES.index("auto"), key="strategy",
+        "Solver strategy", STRATEGIES, index=STRATEGIES.index("auto"), key=_key("strategy"),
         bind="query-params",
         help="dense: explicit kernel; function: CG with Jacobian products (Eq. 3); parameter: "
         "CG in weight space (Eq. 2); auto: chosen from the problem size, per network.",
     )  # fmt: skip
     sidebar.header("Custom networks")
     net_seed = sidebar.number_input(
-        "Network seed", min_value=0, max_value=1_000_000, value=0, step=1, key="net_seed",
+        "Network seed", min_value=0, max_value=1_000_000, value=0, step=1, key=_key("net_seed"),
         bind="query-params",
         help="Seed of the custom MLPs' initialization and training (Figure 3: 0). Zoo "
         "networks keep their own seed.",
@@ -429,28 +437,28 @@ def _sidebar() -> Settings:
 def _column_widgets(i: int, presets: list[str], net_seed: int) -> ModelSpec | str:
     """The widgets of column ``i`` (1-based); a ModelSpec, or an error message."""
     options = [CUSTOM, *presets]
-    if st.session_state.get(f"arch{i}") not in options:
-        st.session_state[f"arch{i}"] = CUSTOM
+    if st.session_state.get(_key(f"arch{i}")) not in options:
+        st.session_state[_key(f"arch{i}")] = CUSTOM
     default = DEFAULTS.get(f"layers{i}", "50")
     arch = st.selectbox(
-        f"Network {COLUMN_NAMES[i - 1]}", options, key=f"arch{i}", bind="query-params",
+        f"Network {COLUMN_NAMES[i - 1]}", options, key=_key(f"arch{i}"), bind="query-params",
         persist_state="page", on_change=_arch_changed, args=(i,),
         help="A custom MLP, or a zoo network trained on this task's source data.",
     )  # fmt: skip
     layers_text, activation = "", "relu"
     if arch == CUSTOM:
         layers_text = st.text_input(
-            "Hidden layers", value=default, key=f"layers{i}", bind="query-params",
+            "Hidden layers", value=default, key=_key(f"layers{i}"), bind="query-params",
             persist_state="page",
             help="Units per hidden layer: '5000' (one layer), '100-100-100' or '40x3'.",
         )  # fmt: skip
         activation = st.segmented_control(
-            "Activation", ACTIVATIONS, default="relu", required=True, key=f"act{i}",
+            "Activation", ACTIVATIONS, default="relu", required=True, key=_key(f"act{i}"),
             bind="query-params", persist_state="page",
         )  # fmt: skip
     trained = st.toggle(
         "trained on the source", value=bool(DEFAULTS.get(f"trained{i}", False)),
-        key=f"trained{i}", bind="query-params", persist_state="page",
+        key=_key(f"trained{i}"), bind="query-params", persist_state="page",
         help="Off: the same network at its seeded random initialization (Figure 3 left).",
     )  # fmt: skip
     if arch != CUSTOM:
@@ -665,11 +673,12 @@ def _figures(columns: list[Column], x_test: np.ndarray, context: tuple[np.ndarra
     """Grid or overlay (view-only: switching redraws without recomputing)."""
     left, right = st.columns([2, 3])
     view = left.segmented_control(
-        "View", ("grid", "overlay"), default="grid", required=True, key="view", bind="query-params",
+        "View", ("grid", "overlay"), default="grid", required=True, key=_key("view"),
+        bind="query-params",
         help="grid: one panel per network, shared axes. overlay: every posterior on one plot.",
     )  # fmt: skip
     show_network = right.toggle(
-        "Show the networks' own predictions (dashed)", value=True, key="show_network",
+        "Show the networks' own predictions (dashed)", value=True, key=_key("show_network"),
         bind="query-params",
     )  # fmt: skip
     panels = _panels(columns, x_test)
@@ -724,7 +733,8 @@ def _reproduce(columns: list[Column], s: Settings) -> None:
     else:
         hyper = f"    noise, prior = {s.noise_variance:g}, {s.prior_variance:g}"
     models = "\n".join(
-        f"{c.spec.code(choice)}\nmodels[{c.label!r}] = model.eval()"
+        f"{c.spec.code(choice)}\nmodels[{COLUMN_NAMES[c.index] + ': ' + c.label!r}] = "
+        "model.eval()"
         for c in columns if c.spec is not None
     )  # fmt: skip
     truth = ", truth=(x_test, task.meta.target_function(x_test))"
@@ -787,7 +797,7 @@ presets = _presets(choice)
 
 n_models = st.radio(
     "Networks to compare", (2, 3, 4), index=(2, 3, 4).index(DEFAULTS["n_models"]),
-    horizontal=True, key="n_models", bind="query-params",
+    horizontal=True, key=_key("n_models"), bind="query-params",
 )  # fmt: skip
 widget_slots = st.columns(int(n_models), gap="small")
 specs: list[ModelSpec | str] = []
@@ -810,7 +820,7 @@ if missing:
         "takes seconds to a minute each on a CPU; afterwards every session loads them from disk."
     )
     if st.button(f"Train missing networks ({len(missing)})", type="primary",
-                 icon=":material/play_arrow:"):  # fmt: skip
+                 icon=":material/play_arrow:", key="train-missing"):  # fmt: skip
         run_heavy(
             f"{PAGE}.train",
             f"Training {len(missing)} network(s) on {settings.dataset}",
