@@ -265,6 +265,7 @@ class ComparisonSet:
     label: str
     help: str
     values: Mapping[str, Any]
+    look_for: str = ""
 
 
 #: Figure 3's GP: conditioned on the training data, prior mean zero, s² = 1, σ² = max(10⁻³,
@@ -280,12 +281,18 @@ SETS: dict[str, ComparisonSet] = {
         "initialization, conditioned on the 300 points of toy-gap (Figure 3 left).",
         {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
          **_columns(CUSTOM, _WIDTHS, "relu", False)},
+        "The paper observes that the band widens with the width (standard initialization "
+        "scales the kernel with the number of units) and that with enough hidden units "
+        "(5,000) even the untrained network's linearization predicts reasonably.",
     ),
     "fig3-trained": ComparisonSet(
         "Figure 3 centre",
         "The same four ReLU MLPs trained on the data (Figure 3 centre).",
         {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
          **_columns(CUSTOM, _WIDTHS, "relu", True)},
+        "The paper observes that trained networks have less predictive variance than "
+        "untrained ones (Figure 3 left), especially around the training data they were fit "
+        "on; σ² is each network's training error, so it shrinks too.",
     ),
     "fig3-tanh": ComparisonSet(
         "Figure 3 right",
@@ -293,6 +300,9 @@ SETS: dict[str, ComparisonSet] = {
         "and 500-38-38 — trained on the sinusoid with a gap (Figure 3 right).",
         {"dataset": "toy-gap-sine", "n_context": 200, **_FIGURE3,
          **_columns(CUSTOM, ("100-100-100", "10-1000-10", "500-38-38"), "tanh", True)},
+        "Same data, about the same number of parameters: the paper observes that the "
+        "networks' predictions (dashed) differ, and their linearizations differ even more "
+        "outside the data — in the gap and beyond ±6.",
     ),
     "trained-vs-untrained": ComparisonSet(
         "Trained vs untrained",
@@ -300,6 +310,8 @@ SETS: dict[str, ComparisonSet] = {
         "changes the kernel J Jᵀ.",
         {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
          **_columns(CUSTOM, ("500", "500"), "relu", (False, True))},
+        "Training moves the weights and with them the Jacobian J: compare the bands in the "
+        "gap and beyond the data, and σ² (the network's error on the data).",
     ),
     "sinusoid-presets": ComparisonSet(
         "Zoo, sinusoids",
@@ -309,10 +321,22 @@ SETS: dict[str, ComparisonSet] = {
          "noise_variance": 1e-3, "prior_variance": 1e-2, "mean": "zero",
          **_columns(("sinusoids-mlp", "sinusoids-mlp-relu", "sinusoids-mlp-gelu-wide"),
                     ("40x3", "100x2", "1000"), "relu", True)},
+        "Transfer, as on the Adapt page but for three architectures at once: each network "
+        "was trained on another sinusoid; compare how far from the 20 points each posterior "
+        "follows the new function.",
     ),
 }  # fmt: skip
 DEFAULT_SET = "fig3-untrained"
 DEFAULTS = SETS[DEFAULT_SET].values
+
+
+def _matching_set() -> ComparisonSet | None:
+    """The one-click comparison the widgets currently show, if any."""
+    for comparison in SETS.values():
+        if all(st.session_state.get(_key(k), DEFAULTS.get(k)) == v
+               for k, v in comparison.values.items()):  # fmt: skip
+            return comparison
+    return None
 
 
 def _apply_set(name: str) -> None:
@@ -582,12 +606,11 @@ def _compute(specs: list[ModelSpec | str], s: Settings, task: data.Task) -> list
     for i, spec in enumerate(specs):
         label = spec.label if isinstance(spec, ModelSpec) else f"network {COLUMN_NAMES[i]}"
         if isinstance(spec, str):
-            columns.append(Column(i, None, label, None, None, None, spec))
+            columns.append(Column(i, None, label, None, None, None, f"invalid: {spec}"))
             continue
         p = spec.num_params()
         if not _is_ready(spec, choice):
-            columns.append(Column(i, spec, label, p, None, None,
-                                  "Not trained yet: press “Train missing networks” above."))
+            columns.append(Column(i, spec, label, p, None, None, "not trained yet"))
             continue  # fmt: skip
         train_loss = None
         if spec.trained:
@@ -599,7 +622,7 @@ def _compute(specs: list[ModelSpec | str], s: Settings, task: data.Task) -> list
         try:
             result = _panel(spec.key, task_key, settings, model, lin, task)
         except ValueError as err:
-            columns.append(Column(i, spec, label, p, None, train_loss, f"Cannot adapt: {err}"))
+            columns.append(Column(i, spec, label, p, None, train_loss, f"cannot adapt: {err}"))
             continue
         columns.append(Column(i, spec, label, p, result, train_loss, None))
     return columns
@@ -710,7 +733,9 @@ def _figures(columns: list[Column], x_test: np.ndarray, context: tuple[np.ndarra
         st.plotly_chart(figure, key=FIGURE_KEY, config={"displaylogo": False})
     st.caption(caption)
     if missing:
-        st.caption("Not drawn: " + "; ".join(f"{c.label} ({c.message})" for c in missing))
+        st.caption("Not drawn: " + "; ".join(
+            f"{COLUMN_NAMES[c.index]}: {c.label} ({c.message})" for c in missing
+        ))  # fmt: skip
 
 
 def _reproduce(columns: list[Column], s: Settings) -> None:
@@ -812,6 +837,9 @@ for i, slot in enumerate(widget_slots, start=1):
             st.error(spec)
         specs.append(spec)
 
+if (shown_set := _matching_set()) is not None:
+    st.info(f"**{shown_set.label}.** {shown_set.help} {shown_set.look_for}",
+            icon=":material/visibility:")  # fmt: skip
 missing = [s for s in specs if isinstance(s, ModelSpec) and not _is_ready(s, choice)]
 if missing:
     names = ", ".join(f"**{s.name}**" for s in missing)
@@ -867,7 +895,8 @@ hyper_text = {
 st.caption(
     f"Conditioned on n = {settings.n_context} {settings.split} points with {hyper_text}; prior "
     f"mean {settings.mean}. Scores on the task's {x_test.shape[0]} held-out test points "
-    f"(x over [{x_test.min():g}, {x_test.max():g}], gap and far field included); NLL and "
+    f"(x over [{x_test.min():g}, {x_test.max():g}]"
+    f"{', gap and far field included' if choice.source_equals_target else ''}); NLL and "
     "coverage score y (latent variance + σ²). Training loss: the network's MSE on the source "
     "data after training."
 )

@@ -296,7 +296,7 @@ def comparison_grid_figure(
         shared_xaxes="all",
         shared_yaxes="all",
         subplot_titles=[panel_title(c.label, c.num_params, c.note) for c in curves],
-        horizontal_spacing=0.02 if columns > 1 else 0.0,
+        horizontal_spacing=0.05 if columns > 1 else 0.0,
         vertical_spacing=0.12 if rows > 1 else 0.0,
     )
     for i, c in enumerate(curves):
