@@ -189,7 +189,7 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
     assert counts == [20501, 21041, 21559]  # "about 21,000 parameters each" (Figure 3 right)
     captions = " ".join(c.value for c in at.caption)
     for count in counts:
-        assert f"p = {count:,} parameters" in captions
+        assert f"p = {count:,} · " in captions
 
     at.button(key="set-fig3-untrained").click().run()
     _assert_clean(at)

@@ -305,7 +305,7 @@ SETS: dict[str, ComparisonSet] = {
         "outside the data — in the gap and beyond ±6.",
     ),
     "trained-vs-untrained": ComparisonSet(
-        "Trained vs untrained",
+        "Init vs trained",
         "One ReLU MLP of width 500, at its initialization and after training: how training "
         "changes the kernel J Jᵀ.",
         {"dataset": "toy-gap-relu", "n_context": 300, **_FIGURE3,
@@ -793,25 +793,30 @@ comparison_grid_figure(panels, context=(x, y){truth}).show()
 st.title(HEADING)
 st.markdown(
     "Each network is **linearized** around its weights — trained on the task's source data, "
-    "or untrained at a seeded random initialization — and the linear model, a Gaussian "
-    "process with the network's Jacobian as features (the *finite NTK*), is conditioned on "
-    "the **same** points with the same prior (Maddox et al., *Fast Adaptation with Linearized "
-    "Neural Networks*, AISTATS 2021, Eq. 1–3 and Section 4). The panels share their axes: "
-    "differences between them are the architectures' inductive biases. Widths, depths, "
-    "activations and training all change the kernel — Figure 3 of the paper is one click "
-    "away below."
+    "or untrained at a seeded initialization — and the linear model, a Gaussian process whose "
+    "kernel is s² J(x) J(x′)ᵀ (the *finite NTK*), is conditioned on the **same** points with "
+    "the same prior (Maddox et al., *Fast Adaptation with Linearized Neural Networks*, "
+    "AISTATS 2021, Eq. 1–3 and Section 4). All panels share their axes: what differs between "
+    "them is the architectures' inductive bias."
 )
 
-st.caption(
-    "One-click comparisons — Figure 3 of the paper and more (hover for what each shows; "
-    "they fill the widgets below):"
-)
-set_columns = st.columns(len(SETS), gap="small")
-for slot, (set_name, comparison) in zip(set_columns, SETS.items(), strict=True):
-    slot.button(
-        comparison.label, key=f"set-{set_name}", help=comparison.help, on_click=_apply_set,
-        args=(set_name,), width="stretch",
-    )  # fmt: skip
+count_slot, sets_slot = st.columns([1, 5], gap="medium", vertical_alignment="bottom")
+n_models = count_slot.radio(
+    "Networks", (2, 3, 4), index=(2, 3, 4).index(DEFAULTS["n_models"]), horizontal=True,
+    key=_key("n_models"), bind="query-params", help="How many networks to compare.",
+)  # fmt: skip
+with sets_slot:
+    st.caption(
+        "One-click comparisons — Figure 3 of the paper and more (hover for what each shows; "
+        "they fill the widgets):"
+    )
+    for slot, (set_name, comparison) in zip(
+        st.columns(len(SETS), gap="small"), SETS.items(), strict=True
+    ):
+        slot.button(
+            comparison.label, key=f"set-{set_name}", help=comparison.help,
+            on_click=_apply_set, args=(set_name,), width="stretch",
+        )  # fmt: skip
 if applied := st.session_state.pop(f"{PAGE}.applied", None):
     st.toast(f"Filled the widgets: {applied}")
 
@@ -820,10 +825,6 @@ choice = settings.choice
 task = common.task(choice.name, settings.seed, **choice.options)
 presets = _presets(choice)
 
-n_models = st.radio(
-    "Networks to compare", (2, 3, 4), index=(2, 3, 4).index(DEFAULTS["n_models"]),
-    horizontal=True, key=_key("n_models"), bind="query-params",
-)  # fmt: skip
 widget_slots = st.columns(int(n_models), gap="small")
 specs: list[ModelSpec | str] = []
 for i, slot in enumerate(widget_slots, start=1):
@@ -831,8 +832,10 @@ for i, slot in enumerate(widget_slots, start=1):
         spec = _column_widgets(i, presets, settings.net_seed)
         if isinstance(spec, ModelSpec):
             ready = _is_ready(spec, choice)
-            state = ("on disk" if ready else "not trained yet") if spec.trained else "seeded init"
-            st.caption(f"p = {spec.num_params():,} parameters · {state}")
+            state = ("on disk" if ready else "to train") if spec.trained else "at init"
+            st.caption(f"p = {spec.num_params():,} · {state}",
+                       help="p: parameters. on disk: trained, in the zoo's cache. to train: "
+                       "press “Train missing networks”. at init: untrained, seeded.")  # fmt: skip
         else:
             st.error(spec)
         specs.append(spec)
