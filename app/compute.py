@@ -254,13 +254,17 @@ def run_heavy(
     t0 = time.perf_counter()
 
     def on_wait(ahead: int) -> None:
-        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you")
+        # expanded=True each time: an update without it collapses the box (Streamlit 1.67
+        # clears the field), hiding the progress bar
+        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you", expanded=True)
 
     interrupted = True
     st.session_state[_state_key(page, "interrupted")] = title
     try:
         with HEAVY.hold(on_wait=on_wait):
-            status.update(label=f"{title} — running on {device}", state="running")
+            status.update(
+                label=f"{title} — running on {device}", state="running", expanded=True
+            )
             last_draw = [0.0]
 
             def progress(fraction: float, message: str) -> None:
@@ -275,6 +279,13 @@ def run_heavy(
 
             result = work(progress=progress, device=device)
         interrupted = False
+    except Exception:
+        # The library refused the settings (a ValueError the page shows) or failed: not an
+        # interruption, so no "press Run again" note.
+        interrupted = False
+        st.session_state.pop(_state_key(page, "interrupted"), None)
+        status.update(label=f"{title} — failed", state="error", expanded=False)
+        raise
     finally:
         if interrupted:
             status.update(label=f"{title} — interrupted", state="error", expanded=False)

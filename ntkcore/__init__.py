@@ -4,6 +4,7 @@ Finite-NTK Gaussian processes after Maddox, Tang, Moreno, Wilson and Damianou,
 *Fast Adaptation with Linearized Neural Networks* (AISTATS 2021).
 """
 
+from ntkcore.classifier import LinearizedClassifier, adapt_classifier
 from ntkcore.hyperparameters import HyperparameterFit, fit_hyperparameters
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
@@ -19,6 +20,8 @@ __all__ = [
     "Posterior",
     "Prediction",
     "adapt",
+    "adapt_classifier",
+    "LinearizedClassifier",
     "choose_strategy",
     "ParameterLayout",
     "last_layers",

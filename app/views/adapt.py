@@ -12,6 +12,8 @@ The page only wires widgets to the library: the numerics live in ``ntkcore``.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +43,7 @@ USER_DATA = "your data (CSV)"
 UPLOADED_MODEL = "uploaded model"
 MLP_INIT = "MLP at initialization"
 MLP_SOURCE = "MLP trained on your source data"
+PRECISIONS = ("float32", "float64")
 LAST_RESULT_KEY = "adapt.last_result"
 ADDED_KEY = "adapt.added_points"
 SEEN_SELECTION_KEY = "adapt.seen_selection"
@@ -75,6 +78,7 @@ class Settings:
     mean: str
     strategy: str
     show_source: bool
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,15 @@ def _sidebar(dataset: str, seed: int, user: uploads.UserData | None) -> Settings
         help="dense: explicit kernel; function: CG with Jacobian products (Eq. 3); "
         "parameter: CG in weight space (Eq. 2); auto: chosen from the problem size.",
     )
+    precision = sidebar.radio(
+        "Precision",
+        PRECISIONS,
+        horizontal=True,
+        key="precision",
+        bind="query-params",
+        help="float64 runs a float64 copy of the network: slower, but exact to ~1e-12 where "
+        "float32 products stop near 1e-4 (small σ², ill-conditioned kernels).",
+    )
     show_source = sidebar.checkbox(
         "Show source data",
         value=False,
@@ -206,6 +219,7 @@ def _sidebar(dataset: str, seed: int, user: uploads.UserData | None) -> Settings
         mean=str(mean),
         strategy=str(strategy),
         show_source=bool(show_source),
+        precision=str(precision),
     )
 
 
@@ -217,8 +231,27 @@ def _task(dataset: str, seed: int, user: uploads.UserData | None) -> data.Task |
 
 # ----------------------------------------------------------------------------- the problem
 def _problem(s: Settings, user: uploads.UserData | None) -> Problem | None:
-    """The task and network of the current settings; ``None`` (with a message) until the
-    user has uploaded, trained or chosen what is missing."""
+    """The task and network of the current settings, in the chosen precision; ``None`` (with
+    a message) until the user has uploaded, trained or chosen what is missing."""
+    problem = _problem_float32(s, user)
+    if problem is None or s.precision == "float32":
+        return problem
+    key = ("float64", problem.key)
+    cached = st.session_state.get(f"{PAGE}.float64")
+    if cached is None or cached[0] != key:
+        try:
+            lin64 = ntkcore.Linearization(copy.deepcopy(problem.lin.model).to(torch.float64))
+        except (ValueError, RuntimeError, TypeError) as err:
+            st.error(f"This network cannot run in float64: {err}")
+            return None
+        cached = (key, lin64)
+        st.session_state[f"{PAGE}.float64"] = cached
+    return dataclasses.replace(
+        problem, key=key, lin=cached[1], model_code=problem.model_code + "\nmodel = model.double()"
+    )
+
+
+def _problem_float32(s: Settings, user: uploads.UserData | None) -> Problem | None:
     task = _task(s.dataset, s.seed, user)
     if task is None:
         st.info("Upload a CSV file and choose its columns to adapt to your own data.")
