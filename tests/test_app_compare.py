@@ -187,6 +187,7 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
         for s in shapes
     ]  # fmt: skip
     assert counts == [20501, 21041, 21559]  # "about 21,000 parameters each" (Figure 3 right)
+    assert any(i.value.startswith("**Figure 3 right.**") for i in at.info)
     captions = " ".join(c.value for c in at.caption)
     for count in counts:
         assert f"p = {count:,} · " in captions
@@ -197,6 +198,18 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
     assert [at.text_input(key=f"cmp_layers{i}").value for i in range(1, 5)] == ["5", "50", "500",
                                                                             "5000"]  # fmt: skip
     assert list(_table(at)["p"]) == [16, 151, 1501, 15001]
+    assert any(i.value.startswith("**Figure 3 left.**") for i in at.info)
+
+    at.button(key="set-sinusoid-presets").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [at.selectbox(key=f"cmp_arch{i}").value for i in (1, 2, 3)] == [
+        "sinusoids-mlp", "sinusoids-mlp-relu", "sinusoids-mlp-gelu-wide"
+    ]  # fmt: skip
+    assert at.radio(key="cmp_split").value == "target" and at.radio(key="cmp_split").disabled
+    assert any(i.value.startswith("**Zoo, sinusoids.**") for i in at.info)
+    # Changing a setting of the set: no longer "showing" it.
+    at.slider(key="cmp_n_context").set_value(21).run()
+    assert not any(i.value.startswith("**Zoo, sinusoids.**") for i in at.info)
 
 
 def test_train_missing_network_then_loss_matches_zoo_record(at: AppTest):

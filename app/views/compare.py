@@ -253,8 +253,9 @@ def _columns(arch: str | tuple[str, ...], layers: tuple[str, ...], activation: s
     flags = (trained,) * count if isinstance(trained, bool) else trained
     values: dict[str, Any] = {"n_models": count}
     for i in range(1, count + 1):
-        values |= {f"arch{i}": archs[i - 1], f"layers{i}": layers[i - 1],
-                   f"act{i}": activation, f"trained{i}": flags[i - 1]}  # fmt: skip
+        values |= {f"arch{i}": archs[i - 1], f"trained{i}": flags[i - 1]}
+        if archs[i - 1] == CUSTOM:  # a zoo network has no layer or activation widgets
+            values |= {f"layers{i}": layers[i - 1], f"act{i}": activation}
     return values
 
 
@@ -320,7 +321,7 @@ SETS: dict[str, ComparisonSet] = {
         {"dataset": "sinusoids", "split": "target", "n_context": 20, "hyper": "shared",
          "noise_variance": 1e-3, "prior_variance": 1e-2, "mean": "zero",
          **_columns(("sinusoids-mlp", "sinusoids-mlp-relu", "sinusoids-mlp-gelu-wide"),
-                    ("40x3", "100x2", "1000"), "relu", True)},
+                    ("", "", ""), "relu", True)},
         "Transfer, as on the Adapt page but for three architectures at once: each network "
         "was trained on another sinusoid; compare how far from the 20 points each posterior "
         "follows the new function.",
