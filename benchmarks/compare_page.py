@@ -5,7 +5,8 @@ the page in headless Chromium (Debian's ``/usr/bin/chromium`` through Playwright
 from the input to the moment the Plotly figure in the page has changed:
 
 * ``load``: opening ``/compare`` in a fresh session (the default: Figure 3 left, four ReLU
-  MLPs of widths 5 to 5,000 at their initialization, p up to 15,001);
+  MLPs of widths 5 to 5,000 at their initialization, p up to 15,001); ``adapt_load``: the
+  Adapt page's default view, alternating with it, as the baseline under the same load;
 * ``prior_variance``: one step of the s² slider (all four posteriors recomputed; every
   other step returns to a cached setting);
 * ``layers``: a new width typed into column A (one posterior recomputed, three cached);
@@ -70,22 +71,24 @@ def _timed(page, action) -> float:
 def browser_timings(url: str, repeats: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
-    out: dict[str, list[float]] = {k: [] for k in ("load", "prior_variance", "layers", "view")}
+    names = ("adapt_load", "load", "prior_variance", "layers", "view")
+    out: dict[str, list[float]] = {k: [] for k in names}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--headless"], headless=True
         )
         try:
             for _ in range(repeats):
-                context = browser.new_context(viewport={"width": 1400, "height": 1500})
-                page = context.new_page()
-                t0 = time.perf_counter()
-                page.goto(f"{url}/compare", wait_until="domcontentloaded")
-                page.wait_for_selector(".js-plotly-plot .main-svg", state="visible",
-                                       timeout=300_000)  # fmt: skip
-                _idle(page)
-                out["load"].append(time.perf_counter() - t0)
-                context.close()
+                for name, path in (("adapt_load", "adapt"), ("load", "compare")):
+                    context = browser.new_context(viewport={"width": 1400, "height": 1500})
+                    page = context.new_page()
+                    t0 = time.perf_counter()
+                    page.goto(f"{url}/{path}", wait_until="domcontentloaded")
+                    page.wait_for_selector(".js-plotly-plot .main-svg", state="visible",
+                                           timeout=300_000)  # fmt: skip
+                    _idle(page)
+                    out[name].append(time.perf_counter() - t0)
+                    context.close()
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(f"{url}/compare", wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=300_000)
