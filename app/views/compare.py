@@ -679,7 +679,8 @@ def _curves_csv(columns: list[Column], x_test: np.ndarray, truth: np.ndarray | N
             continue
         std = np.sqrt(c.result["variance"])
         table = pd.DataFrame({
-            "network": c.label, "parameters": c.num_params, "trained": c.spec.trained,
+            "network": f"{COLUMN_NAMES[c.index]}: {c.label}", "parameters": c.num_params,
+            "trained": c.spec.trained,
             "x": x_test, "network_prediction": c.result["network"], "mean": c.result["mean"],
             "std": std, "lower": c.result["mean"] - 2 * std, "upper": c.result["mean"] + 2 * std,
             "noise_variance": c.result["noise_variance"],
