@@ -170,7 +170,7 @@ def test_widget_change_changes_the_figure(at: AppTest, kind: str, key: str, valu
 
 
 def test_figure3_sets_fill_the_widgets(at: AppTest):
-    at.button(key="set-fig3-tanh").click().run()
+    at.pills(key="cmp_set").set_value("fig3-tanh").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="cmp_dataset").value == "toy-gap-sine"
     assert at.radio(key="cmp_n_models").value == 3
@@ -188,11 +188,12 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
     ]  # fmt: skip
     assert counts == [20501, 21041, 21559]  # "about 21,000 parameters each" (Figure 3 right)
     assert any(i.value.startswith("**Figure 3 right.**") for i in at.info)
+    assert at.pills(key="cmp_set").value == "fig3-tanh"
     captions = " ".join(c.value for c in at.caption)
     for count in counts:
         assert f"p = {count:,} · " in captions
 
-    at.button(key="set-fig3-untrained").click().run()
+    at.pills(key="cmp_set").set_value("fig3-untrained").run()
     _assert_clean(at)
     assert at.radio(key="cmp_n_models").value == 4
     assert [at.text_input(key=f"cmp_layers{i}").value for i in range(1, 5)] == ["5", "50", "500",
@@ -200,7 +201,7 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
     assert list(_table(at)["p"]) == [16, 151, 1501, 15001]
     assert any(i.value.startswith("**Figure 3 left.**") for i in at.info)
 
-    at.button(key="set-sinusoid-presets").click().run()
+    at.pills(key="cmp_set").set_value("sinusoid-presets").run()
     assert not at.exception, [e.value for e in at.exception]
     assert [at.selectbox(key=f"cmp_arch{i}").value for i in (1, 2, 3)] == [
         "sinusoids-mlp", "sinusoids-mlp-relu", "sinusoids-mlp-gelu-wide"
@@ -210,6 +211,7 @@ def test_figure3_sets_fill_the_widgets(at: AppTest):
     # Changing a setting of the set: no longer "showing" it.
     at.slider(key="cmp_n_context").set_value(21).run()
     assert not any(i.value.startswith("**Zoo, sinusoids.**") for i in at.info)
+    assert at.pills(key="cmp_set").value is None
 
 
 def test_train_missing_network_then_loss_matches_zoo_record(at: AppTest):

@@ -58,6 +58,7 @@ COLUMN_NAMES = "ABCD"
 #: Widget keys (and URL query parameters) carry this prefix: session state is shared by all
 #: pages, and the Adapt page's "dataset" or "n_context" must not leak into this page.
 KEY_PREFIX = "cmp_"
+SET_KEY = KEY_PREFIX + "set"
 FIGURE_KEY = "compare_figure"
 
 
@@ -331,17 +332,23 @@ DEFAULT_SET = "fig3-untrained"
 DEFAULTS = SETS[DEFAULT_SET].values
 
 
-def _matching_set() -> ComparisonSet | None:
-    """The one-click comparison the widgets currently show, if any."""
-    for comparison in SETS.values():
+def _matching_set_name() -> str | None:
+    """The one-click comparison the widgets currently hold, if any."""
+    for name, comparison in SETS.items():
         if all(st.session_state.get(_key(k), DEFAULTS.get(k)) == v
                for k, v in comparison.values.items()):  # fmt: skip
-            return comparison
+            return name
     return None
 
 
+def _apply_chosen_set() -> None:
+    """Pills callback: fill the widgets of the comparison just chosen."""
+    if (name := st.session_state.get(SET_KEY)) is not None:
+        _apply_set(name)
+
+
 def _apply_set(name: str) -> None:
-    """Button callback: fill every widget of a set (before the widgets are drawn)."""
+    """Fill every widget of a set (a callback: runs before the widgets are drawn)."""
     for key, value in SETS[name].values.items():
         st.session_state[_key(key)] = value
     st.session_state[f"{PAGE}.applied"] = SETS[name].label
@@ -482,9 +489,10 @@ def _column_widgets(i: int, presets: list[str], net_seed: int) -> ModelSpec | st
             bind="query-params", persist_state="page",
         )  # fmt: skip
     trained = st.toggle(
-        "trained on the source", value=bool(DEFAULTS.get(f"trained{i}", False)),
+        "trained", value=bool(DEFAULTS.get(f"trained{i}", False)),
         key=_key(f"trained{i}"), bind="query-params", persist_state="page",
-        help="Off: the same network at its seeded random initialization (Figure 3 left).",
+        help="On: trained on the task's source data (Figure 3 centre and right). Off: the same "
+        "network at its seeded random initialization (Figure 3 left).",
     )  # fmt: skip
     if arch != CUSTOM:
         return ModelSpec(str(arch), trained=bool(trained))
@@ -802,23 +810,20 @@ st.markdown(
     "them is the architectures' inductive bias."
 )
 
-count_slot, sets_slot = st.columns([1, 5], gap="medium", vertical_alignment="bottom")
-n_models = count_slot.radio(
+# The pills show which one-click comparison the widgets hold (none once one is changed).
+st.session_state[SET_KEY] = _matching_set_name()
+st.pills(
+    "One-click comparisons — Figure 3 of the paper and more (they fill the widgets below)",
+    tuple(SETS), format_func=lambda name: SETS[name].label, key=SET_KEY,
+    on_change=_apply_chosen_set,
+    help="Figure 3 left/centre: ReLU MLPs of widths 5 to 5,000, untrained and trained. Figure "
+    "3 right: tanh MLPs with ~21,000 parameters in differently shaped layers. Init vs trained: "
+    "one network before and after training. Zoo, sinusoids: the zoo's three sinusoid networks.",
+)  # fmt: skip
+n_models = st.radio(
     "Networks", (2, 3, 4), index=(2, 3, 4).index(DEFAULTS["n_models"]), horizontal=True,
     key=_key("n_models"), bind="query-params", help="How many networks to compare.",
 )  # fmt: skip
-with sets_slot:
-    st.caption(
-        "One-click comparisons — Figure 3 of the paper and more (hover for what each shows; "
-        "they fill the widgets):"
-    )
-    for slot, (set_name, comparison) in zip(
-        st.columns(len(SETS), gap="small"), SETS.items(), strict=True
-    ):
-        slot.button(
-            comparison.label, key=f"set-{set_name}", help=comparison.help,
-            on_click=_apply_set, args=(set_name,), width="stretch",
-        )  # fmt: skip
 if applied := st.session_state.pop(f"{PAGE}.applied", None):
     st.toast(f"Filled the widgets: {applied}")
 
@@ -842,7 +847,8 @@ for i, slot in enumerate(widget_slots, start=1):
             st.error(spec)
         specs.append(spec)
 
-if (shown_set := _matching_set()) is not None:
+if (shown_name := _matching_set_name()) is not None:
+    shown_set = SETS[shown_name]
     st.info(f"**{shown_set.label}.** {shown_set.help} {shown_set.look_for}",
             icon=":material/visibility:")  # fmt: skip
 missing = [s for s in specs if isinstance(s, ModelSpec) and not _is_ready(s, choice)]
