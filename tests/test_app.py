@@ -220,6 +220,30 @@ class TestAdaptPage:
             order = np.argsort(task.test[0][:, 0].numpy())
             np.testing.assert_allclose(shown, expected[order], rtol=1e-9, atol=1e-9)
 
+    def test_baselines_are_drawn_and_scored_as_the_library_scores_them(self, at: AppTest):
+        from ntkcore import metrics
+        from ntkcore.experiments import methods
+
+        at.multiselect(key="baselines").set_value(["RBF GP", "ABLR"]).run(timeout=300)
+        _assert_clean(at)
+        traces = _traces(_figure(at))
+        assert {"RBF GP", "ABLR"} <= set(traces)
+        scores = _scores(at)
+        task = data.load("sinusoids", seed=at.number_input(key="seed").value)
+        x, y = task.context(at.slider(key="n_context").value)
+        x_test, y_test = task.test
+        source = methods.cached_source("sinusoids", at.selectbox(key="arch").value)
+        for label, name in (("RBF GP", "rbf-gp"), ("ABLR", "ablr")):
+            mean, _ = methods.prepared(name, source).fit(x, y).predict(x_test)
+            assert scores.loc[label, "MSE"] == pytest.approx(metrics.mse(mean, y_test), rel=1e-6)
+        assert np.isfinite(scores.loc["network (no retraining)", "NLL"])
+
+    def test_spatial_task_draws_maps(self, at: AppTest):
+        at.selectbox(key="dataset").set_value("spatial").run(timeout=300)
+        _assert_clean(at)
+        names = set(_traces(_figure(at)))
+        assert {"target map (truth)", "posterior mean", "context points"} <= names
+
     def test_library_value_error_is_shown_and_previous_result_kept(
         self, at: AppTest, monkeypatch: pytest.MonkeyPatch
     ):
