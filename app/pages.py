@@ -55,6 +55,14 @@ PAGES: tuple[PageSpec, ...] = (
         "Explore",
     ),
     PageSpec(
+        "views/compare.py",
+        "Compare architectures",
+        ":material/view_column:",
+        "compare",
+        "Compare architectures on the same task",
+        "Explore",
+    ),
+    PageSpec(
         "views/timing.py",
         "Timing",
         ":material/speed:",

@@ -34,6 +34,7 @@ ENTRY = APP / "streamlit_app.py"
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
     "views/classification.py": {"network", "finite NTK · MAP", "finite NTK · MAP [ECE]"},
+    "views/compare.py": {"posterior mean", "±2σ", "context", "true function", "network"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
     "views/similarity.py": {"mnist1-mnist2 · kernel", "mnist1-mnist2 · parameter"},
     "views/timing.py": {"function", "parameter-fd", "∝ n (linear)"},

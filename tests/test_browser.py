@@ -8,12 +8,17 @@ except under ``CI=true``, where a missing browser is a failure.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+import ntkcore
+from ntkcore import data, metrics, zoo
+from ntkcore.experiments.inductive_biases import default_noise_variance
 from tests.server import serve_app
 
 pytestmark = pytest.mark.browser
@@ -34,6 +39,7 @@ CHROMIUM_ARGS = [
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
     "classification": ("Classification with the linearized network", "finite NTK · MAP"),
+    "compare": ("Compare architectures on the same task", "posterior mean"),
     "similarity": ("Jacobian similarity across tasks", "same class"),
     "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
     "timing": ("Timing: how fast is linearized inference?", "function"),
@@ -149,6 +155,55 @@ def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
+    finally:
+        context.close()
+
+
+def test_compare_layers_change_matches_library(app_url: str, browser) -> None:
+    """Compare page: a link with two networks, a new width typed into column A; the panel's
+    parameter count and test MSE equal the library's own call with the same settings, and
+    the URL holds the new width (so the link reproduces the comparison)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    try:
+        page.goto(f"{app_url}/compare?cmp_n_models=2", wait_until="domcontentloaded")
+        page.wait_for_selector(
+            ".js-plotly-plot .main-svg", state="visible", timeout=PLOT_TIMEOUT_MS
+        )
+        page.get_by_text("B: ReLU 50, untrained").first.wait_for(timeout=60_000)
+        layers = (
+            page.locator('[data-testid="stTextInput"]')
+            .filter(has_text="Hidden layers")
+            .first.locator("input")
+        )
+        layers.fill("12")
+        layers.press("Enter")
+        title = page.locator(".js-plotly-plot .annotation-text").filter(has_text="ReLU 12")
+        title.first.wait_for(timeout=60_000)
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+        text = title.first.text_content()
+        match = re.search(r"p = ([\d,]+) · test MSE ([\d.e+-]+)", text or "")
+        assert match, text
+        artifacts = Path(__file__).resolve().parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "compare-width-12.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert "cmp_layers1=12" in page.url
+
+        # The library, called as the page says it does (Figure 3's GP on the 300 points).
+        task = data.load("toy-gap", seed=1, variant="relu")
+        x, y = task.source[0][:300], task.source[1][:300]
+        with zoo.seeded(0):
+            model = zoo.create("mlp", in_features=1, out_features=1, width=12, depth=1,
+                               activation="relu").eval()  # fmt: skip
+        post = ntkcore.adapt(model, x, y, noise_variance=default_noise_variance(model, x, y),
+                             prior_variance=1.0, mean="zero")  # fmt: skip
+        with torch.no_grad():
+            mse = metrics.mse(post.predict(task.test[0]).mean, task.test[1])
+        assert int(match.group(1).replace(",", "")) == zoo.info(
+            "mlp", in_features=1, out_features=1, width=12, depth=1
+        ).num_params == 37
+        assert float(match.group(2)) == pytest.approx(mse, rel=5e-3)  # shown with 3 digits
     finally:
         context.close()
 

@@ -16,6 +16,14 @@ from ntkcore.plots.classification import (
     transfer_figure,
     transfer_label,
 )
+from ntkcore.plots.compare import (
+    ComparisonPanel,
+    comparison_grid_figure,
+    comparison_overlay_figure,
+    overlay_trace_names,
+    panel_title,
+    shared_y_range,
+)
 from ntkcore.plots.images import image_strip_figure
 from ntkcore.plots.maps import MAP_PANELS, TRACE_MAP_CONTEXT, spatial_maps_figure
 from ntkcore.plots.regression import (
@@ -69,6 +77,7 @@ __all__ = [
     "reliability_figure",
     "transfer_figure",
     "transfer_label",
+    "ComparisonPanel",
     "MAP_PANELS",
     "TRACE_MAP_CONTEXT",
     "spatial_maps_figure",
@@ -88,6 +97,14 @@ __all__ = [
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "band_trace_name",
+    "comparison_grid_figure",
+    "comparison_overlay_figure",
+    "image_strip_figure",
+    "overlay_trace_names",
+    "panel_title",
+    "parity_figure",
+    "posterior_band_figure",
+    "shared_y_range",
     "class_kernel_figure",
     "fd_error_figure",
     "fisher_cost_figure",
