@@ -1,8 +1,9 @@
 """Command line: ``python -m ntkcore.experiments [--list] NAME [options]``.
 
 Common options: ``--preset small|full``, ``--seed N``, ``--device cpu|cuda``,
-``--out results.csv``, ``--threads N`` (default 1 for the small preset). Every other keyword of the experiment's function becomes an option
-of its own, typed from its default (``--context-sizes 5 10 20`` for a tuple,
+``--out results.csv``, ``--threads N`` (default 1 for the small preset). Every other keyword
+of the experiment's function becomes an option of its own, typed from its default
+(``--context-sizes 5 10 20`` for a tuple,
 ``--dataset spatial`` for a string); ``python -m ntkcore.experiments NAME --help`` lists them.
 A progress bar runs on stderr and the main table is printed at the end.
 """
