@@ -266,12 +266,17 @@ def run_heavy(
                 label=f"{title} — running on {device}", state="running", expanded=True
             )
             last_draw = [0.0]
+            last_message = [""]
 
             def progress(fraction: float, message: str) -> None:
                 yield_point()
                 now = time.perf_counter()
-                if now - last_draw[0] >= DRAW_SECONDS or fraction >= 1.0:
+                # a new step is always drawn: a long step that reports no progress of its own
+                # (VI inside one library call) must not show the previous step's name
+                if (now - last_draw[0] >= DRAW_SECONDS or fraction >= 1.0
+                        or message != last_message[0]):  # fmt: skip
                     last_draw[0] = now
+                    last_message[0] = message
                     bar.progress(
                         min(max(float(fraction), 0.0), 1.0),
                         text=f"{message} · {now - t0:.0f} s",

@@ -33,6 +33,8 @@ ENTRY = APP / "streamlit_app.py"
 #: exists, for the pages in RUN_FIRST).
 PAGES: dict[str, set[str]] = {
     "views/adapt.py": {"posterior mean", "±2σ", "context", "true function", "network"},
+    "views/classification.py": {"network", "finite NTK · MAP", "finite NTK · MAP [ECE]"},
+    "views/compare.py": {"posterior mean", "±2σ", "context", "true function", "network"},
     "views/curves.py": {"ntk", "no-retrain"},
     "views/learn.py": {"network, x = 0", "linearization, x = 0", "relative error", "threshold"},
     "views/similarity.py": {"mnist1-mnist2 · kernel", "mnist1-mnist2 · parameter"},
@@ -53,6 +55,16 @@ def _run_timing_tiny(at: AppTest) -> None:
     at.multiselect(key="methods").set_value(["function", "parameter-fd"])
     at.select_slider(key="test_points").set_value(50)
     _run_button(at).click().run()
+
+
+def _run_classification_tiny(at: AppTest) -> None:
+    """Classification draws after Run: the network and the finite-NTK MAP on 50 training and
+    100 test images (seconds; LeNet-3 trains first, about 10 s, when the cache is cold)."""
+    at.multiselect(key="f4_methods").set_value(["network", "map"])
+    at.multiselect(key="f4_means").set_value(["zero"])
+    at.select_slider(key="f4_n_train").set_value(50)
+    at.select_slider(key="f4_n_test").set_value(100)
+    _run_button(at).click().run(timeout=FIRST_RUN_TIMEOUT)
 
 
 def _run_similarity_tiny(at: AppTest) -> None:
@@ -79,6 +91,7 @@ def _run_curves_tiny(at: AppTest) -> None:
 
 #: Pages whose figure appears only after a Run button: page -> how to run it with tiny options.
 RUN_FIRST: dict[str, Callable[[AppTest], None]] = {
+    "views/classification.py": _run_classification_tiny,
     "views/curves.py": _run_curves_tiny,
     "views/similarity.py": _run_similarity_tiny,
     "views/timing.py": _run_timing_tiny,
@@ -229,6 +242,30 @@ class TestAdaptPage:
             shown = _values(traces["posterior mean"]["y"])
             order = np.argsort(task.test[0][:, 0].numpy())
             np.testing.assert_allclose(shown, expected[order], rtol=1e-9, atol=1e-9)
+
+    def test_baselines_are_drawn_and_scored_as_the_library_scores_them(self, at: AppTest):
+        from ntkcore import metrics
+        from ntkcore.experiments import methods
+
+        at.multiselect(key="baselines").set_value(["RBF GP", "ABLR"]).run(timeout=300)
+        _assert_clean(at)
+        traces = _traces(_figure(at))
+        assert {"RBF GP", "ABLR"} <= set(traces)
+        scores = _scores(at)
+        task = data.load("sinusoids", seed=at.number_input(key="seed").value)
+        x, y = task.context(at.slider(key="n_context").value)
+        x_test, y_test = task.test
+        source = methods.cached_source("sinusoids", at.selectbox(key="arch").value)
+        for label, name in (("RBF GP", "rbf-gp"), ("ABLR", "ablr")):
+            mean, _ = methods.prepared(name, source).fit(x, y).predict(x_test)
+            assert scores.loc[label, "MSE"] == pytest.approx(metrics.mse(mean, y_test), rel=1e-6)
+        assert np.isfinite(scores.loc["network (no retraining)", "NLL"])
+
+    def test_spatial_task_draws_maps(self, at: AppTest):
+        at.selectbox(key="dataset").set_value("spatial").run(timeout=300)
+        _assert_clean(at)
+        names = set(_traces(_figure(at)))
+        assert {"target map (truth)", "posterior mean", "context points"} <= names
 
     def test_library_value_error_is_shown_and_previous_result_kept(
         self, at: AppTest, monkeypatch: pytest.MonkeyPatch

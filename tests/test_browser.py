@@ -8,12 +8,17 @@ except under ``CI=true``, where a missing browser is a failure.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+import ntkcore
+from ntkcore import data, metrics, zoo
+from ntkcore.experiments.inductive_biases import default_noise_variance
 from tests.server import serve_app
 
 pytestmark = pytest.mark.browser
@@ -33,6 +38,8 @@ CHROMIUM_ARGS = [
 #: Streamlit serves at the root) -> (a heading the page shows, a legend entry of its figure).
 PAGES: dict[str, tuple[str, str]] = {
     "": ("Adapt a trained network to a new task", "posterior mean"),
+    "classification": ("Classification with the linearized network", "finite NTK · MAP"),
+    "compare": ("Compare architectures on the same task", "posterior mean"),
     "curves": ("Adaptation curves: error vs number of context points", "ntk"),
     "similarity": ("Jacobian similarity across tasks", "same class"),
     "learn": ("Learn: linearized networks, one idea at a time", "relative error"),
@@ -41,6 +48,9 @@ PAGES: dict[str, tuple[str, str]] = {
 #: Pages that draw their figure only after Run: URL path -> query string with tiny options
 #: (the widgets are bound to the URL), then the test presses Run.
 RUN_FIRST: dict[str, str] = {
+    # bound widgets carry their option labels ("MAP", "finite NTK") in the URL
+    "classification": "?f4_methods=network&f4_methods=MAP&f4_means=finite+NTK&f4_n_train=50"
+    "&f4_n_test=100",
     "curves": "?cv_methods=ntk&cv_methods=no-retrain&cv_sizes=5&cv_sizes=10&cv_tasks=2",
     "timing": "?sizes=50&sizes=100&hidden=2&methods=function&methods=parameter-fd"
     "&test_points=50",
@@ -147,6 +157,55 @@ def test_adapt_slider_change_redraws(app_url: str, browser) -> None:
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
+    finally:
+        context.close()
+
+
+def test_compare_layers_change_matches_library(app_url: str, browser) -> None:
+    """Compare page: a link with two networks, a new width typed into column A; the panel's
+    parameter count and test MSE equal the library's own call with the same settings, and
+    the URL holds the new width (so the link reproduces the comparison)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = context.new_page()
+    try:
+        page.goto(f"{app_url}/compare?cmp_n_models=2", wait_until="domcontentloaded")
+        page.wait_for_selector(
+            ".js-plotly-plot .main-svg", state="visible", timeout=PLOT_TIMEOUT_MS
+        )
+        page.get_by_text("B: ReLU 50, untrained").first.wait_for(timeout=60_000)
+        layers = (
+            page.locator('[data-testid="stTextInput"]')
+            .filter(has_text="Hidden layers")
+            .first.locator("input")
+        )
+        layers.fill("12")
+        layers.press("Enter")
+        title = page.locator(".js-plotly-plot .annotation-text").filter(has_text="ReLU 12")
+        title.first.wait_for(timeout=60_000)
+        page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+        text = title.first.text_content()
+        match = re.search(r"p = ([\d,]+) · test MSE ([\d.e+-]+)", text or "")
+        assert match, text
+        artifacts = Path(__file__).resolve().parent / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        page.screenshot(path=str(artifacts / "compare-width-12.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert "cmp_layers1=12" in page.url
+
+        # The library, called as the page says it does (Figure 3's GP on the 300 points).
+        task = data.load("toy-gap", seed=1, variant="relu")
+        x, y = task.source[0][:300], task.source[1][:300]
+        with zoo.seeded(0):
+            model = zoo.create("mlp", in_features=1, out_features=1, width=12, depth=1,
+                               activation="relu").eval()  # fmt: skip
+        post = ntkcore.adapt(model, x, y, noise_variance=default_noise_variance(model, x, y),
+                             prior_variance=1.0, mean="zero")  # fmt: skip
+        with torch.no_grad():
+            mse = metrics.mse(post.predict(task.test[0]).mean, task.test[1])
+        assert int(match.group(1).replace(",", "")) == zoo.info(
+            "mlp", in_features=1, out_features=1, width=12, depth=1
+        ).num_params == 37
+        assert float(match.group(2)) == pytest.approx(mse, rel=5e-3)  # shown with 3 digits
     finally:
         context.close()
 
@@ -322,6 +381,68 @@ def test_timing_run_from_a_link_shows_progress_and_the_library_numbers(
             torch.set_num_threads(threads)
         assert _metric(page, "Points measured") == f"{len(table)} of {len(table)}"
         assert _metric(page, "Parameters p") == f"{int(table['p'].iloc[0]):,}"
+        assert not page_errors, page_errors
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_classification_run_from_a_link_shows_progress_and_the_library_numbers(
+    app_url: str, browser
+) -> None:
+    """A shared link fills the Classification form; nothing runs on load; Run shows progress,
+    then the accuracies the library's own call with the same settings computes."""
+    import torch
+
+    from ntkcore.experiments.classification import classification
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 2400})
+    page = context.new_page()
+    page_errors: list[str] = []
+    page.on("pageerror", lambda err: page_errors.append(str(err)))
+    options = {"methods": ("network", "map", "vi"), "means": ("zero",), "n_train": 100,
+               "n_test": 250, "vi_steps": 50}  # fmt: skip
+    labels = {"network": "network", "map": "MAP", "vi": "VI"}  # the URL holds the labels
+    query = "&".join(
+        [*(f"f4_methods={labels[m]}" for m in options["methods"]), "f4_means=finite+NTK",
+         f"f4_n_train={options['n_train']}", f"f4_n_test={options['n_test']}",
+         f"f4_vi_steps={options['vi_steps']}"]
+    )  # fmt: skip
+    try:
+        page.goto(f"{app_url}/classification?{query}", wait_until="domcontentloaded")
+        page.get_by_text("Nothing computed yet").wait_for(timeout=60_000)
+        chips = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Methods")
+        assert chips.inner_text().split()[1:4] == ["network", "MAP", "VI"], chips.inner_text()
+        assert page.locator(".js-plotly-plot").count() == 0  # nothing runs on load
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-0-from-link.png"))
+
+        page.get_by_role("button", name="Run").click()
+        page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-1-running.png"))
+        page.get_by_text("done in").wait_for(timeout=PLOT_TIMEOUT_MS)
+        page.wait_for_selector(
+            '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
+        )
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=30_000)
+        page.get_by_text("Network accuracy").wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "classification-browser-2-done.png"), full_page=True)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+        assert {"network", "finite NTK · MAP", "finite NTK · VI", "perfect calibration"} <= set(
+            legend
+        ), legend
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the app
+        try:
+            main = classification(**options).main.set_index("method")
+        finally:
+            torch.set_num_threads(threads)
+        assert _metric(page, "Network accuracy") == f"{main.loc['network', 'accuracy']:.1%}"
+        best = main.loc[["map", "vi"], "accuracy"].max()
+        assert _metric(page, "Best GLM accuracy") == f"{best:.1%}"
+        assert _metric(page, "Best GLM ECE") == f"{main.loc[['map', 'vi'], 'ece'].min():.3f}"
         assert not page_errors, page_errors
     finally:
         context.close()

@@ -19,16 +19,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 from torch import nn
 
 import ntkcore
 from app import common, uploads
-from app.compute import LIGHT, last_record, run_heavy, show_record_status
+from app.compute import HEAVY, LIGHT, last_record, run_heavy, show_record_status
 from ntkcore import data, metrics, zoo
-from ntkcore.experiments import ProgressSteps
-from ntkcore.plots import image_strip_figure, parity_figure, posterior_band_figure
+from ntkcore.experiments import ProgressSteps, methods
+from ntkcore.plots import (
+    image_strip_figure,
+    parity_figure,
+    posterior_band_figure,
+    spatial_maps_figure,
+)
 from ntkcore.posterior import MEANS, STRATEGIES
 
 PAGE = "adapt"
@@ -44,6 +50,13 @@ UPLOADED_MODEL = "uploaded model"
 MLP_INIT = "MLP at initialization"
 MLP_SOURCE = "MLP trained on your source data"
 PRECISIONS = ("float32", "float64")
+#: Baselines the page can overlay: label -> method of ntkcore.experiments.methods.
+BASELINES = {
+    "ABLR": "ablr",
+    "last-layer retraining": "last-layer",
+    "RBF GP": "rbf-gp",
+    "full fine-tuning": "fine-tune",
+}
 LAST_RESULT_KEY = "adapt.last_result"
 ADDED_KEY = "adapt.added_points"
 SEEN_SELECTION_KEY = "adapt.seen_selection"
@@ -79,6 +92,7 @@ class Settings:
     strategy: str
     show_source: bool
     precision: str = "float32"
+    baselines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class Problem:
     lin: ntkcore.Linearization
     task_code: str  # Python that rebuilds the task, for "Reproduce in Python"
     model_code: str
+    source: tuple[str, str] | None = None  # (dataset, preset) for the baselines, zoo tasks only
 
 
 # ----------------------------------------------------------------------------- widgets
@@ -209,6 +224,18 @@ def _sidebar(dataset: str, seed: int, user: uploads.UserData | None) -> Settings
         bind="query-params",
         help="What the network was trained on.",
     )
+    baselines = sidebar.multiselect(
+        "Baselines",
+        list(BASELINES),
+        default=[],
+        key="baselines",
+        bind="query-params",
+        disabled=dataset == USER_DATA or arch == UPLOADED_MODEL,
+        help="The paper's comparisons, fit on the same context points (zoo networks only): "
+        "ABLR (Bayesian linear regression on the network's learned last-layer features), "
+        "retraining the last layer or all layers for the source budget, an RBF GP with "
+        "hyperparameters fit on the source. Retraining takes about a second per change.",
+    )
     return Settings(
         dataset=str(dataset),
         arch=str(arch),
@@ -220,6 +247,9 @@ def _sidebar(dataset: str, seed: int, user: uploads.UserData | None) -> Settings
         strategy=str(strategy),
         show_source=bool(show_source),
         precision=str(precision),
+        baselines=tuple(str(b) for b in baselines)
+        if dataset != USER_DATA and arch != UPLOADED_MODEL
+        else (),
     )
 
 
@@ -295,7 +325,7 @@ def _problem_float32(s: Settings, user: uploads.UserData | None) -> Problem | No
     mean_only = ".mean_model()" if hasattr(common.preset_model(s.arch), "mean_model") else ""
     return Problem(
         (*task_key, s.arch), task, lin, task_code,
-        f"model = zoo.preset({s.arch!r}).load(){mean_only}",
+        f"model = zoo.preset({s.arch!r}).load(){mean_only}", source=(s.dataset, s.arch),
     )  # fmt: skip
 
 
@@ -401,6 +431,40 @@ class Result:
     scores: list[dict[str, Any]]
     diagnostics: dict[str, Any]
     num_params: int
+    baseline_means: dict[str, np.ndarray]
+    grid_mean: np.ndarray | None  # spatial tasks: posterior at every map location
+    grid_variance: np.ndarray | None  # of y (noise included)
+
+
+@st.cache_resource(show_spinner=False)
+def _prepared_baselines() -> set[tuple[str, str, str]]:
+    """(dataset, preset, method) whose source-side fit this server has done."""
+    return set()
+
+
+def _prepare_baselines(s: Settings, problem: Problem) -> None:
+    """Do the chosen baselines' source-side work (seconds: ABLR's feature learning, the RBF
+    GP's hyperparameters) once per server, under the heavy slot, with a status line;
+    ``methods.prepared`` keeps the result for every session."""
+    if problem.source is None:
+        return
+    dataset, preset_id = problem.source
+    done = _prepared_baselines()
+    for label in s.baselines:
+        key = (dataset, preset_id, BASELINES[label])
+        if key in done:
+            continue
+        with st.status(f"Preparing {label} on the source task (once per server)…") as status:
+            with HEAVY.hold():
+                methods.prepared(BASELINES[label], methods.cached_source(dataset, preset_id))
+            status.update(label=f"{label} prepared on the source task", state="complete")
+        done.add(key)
+
+
+def _baseline(problem: Problem, label: str) -> methods.Method:
+    """An unfitted baseline prepared on the problem's zoo source network (cached)."""
+    dataset, preset_id = problem.source
+    return methods.prepared(BASELINES[label], methods.cached_source(dataset, preset_id))
 
 
 def _adapt(s: Settings, problem: Problem) -> Result:
@@ -436,13 +500,35 @@ def _adapt(s: Settings, problem: Problem) -> Result:
             "NLL": metrics.gaussian_nll(pred.mean, pred.variance, y_test, sigma2),
             "95% coverage": metrics.coverage(pred.mean, pred.variance, y_test, 2.0, sigma2),
         },
-        {
-            "method": "network (no retraining)",
-            "MSE": metrics.mse(network, y_test),
-            "NLL": float("nan"),
-            "95% coverage": float("nan"),
-        },
     ]
+    # The network as a point method: its predictive variance is its mean squared residual on
+    # the context points (how ntkcore.experiments.methods scores point methods).
+    with torch.no_grad():
+        network_context = lin(lin.prepare_inputs(x_context))
+    network_var = methods.residual_variance(network_context, y_context.to(network_context))
+    predictives = {"network (no retraining)": (network, network_var.expand_as(network))}
+    for label in s.baselines:
+        method = _baseline(problem, label)
+        predictives[label] = method.fit(x_context, y_context).predict(x_test)
+    baseline_means = {}
+    for label, (mean_y, var_y) in predictives.items():
+        if not (torch.isfinite(mean_y).all() and torch.isfinite(var_y).all()):
+            raise ValueError(f"{label} predicted non-finite values at these settings")
+        scores.append(
+            {
+                "method": label,
+                "MSE": metrics.mse(mean_y, y_test),
+                "NLL": metrics.gaussian_nll(mean_y, var_y, y_test),
+                "95% coverage": metrics.coverage(mean_y, var_y, y_test, 2.0),
+            }
+        )
+        if label in BASELINES:
+            baseline_means[label] = mean_y.double().numpy()
+    grid_mean = grid_var = None
+    if task.meta.name == "spatial":
+        grid = data.map_grid(task)
+        grid_pred = post.predict(grid.x)
+        grid_mean, grid_var = grid_pred.mean.numpy(), grid_pred.variance.numpy() + sigma2
     return Result(
         settings=s,
         problem=problem,
@@ -457,6 +543,9 @@ def _adapt(s: Settings, problem: Problem) -> Result:
         scores=scores,
         diagnostics=dict(post.diagnostics),
         num_params=lin.num_params,
+        baseline_means=baseline_means,
+        grid_mean=grid_mean,
+        grid_variance=grid_var,
     )
 
 
@@ -473,8 +562,21 @@ def _figure(result: Result) -> Any:
             truth=None if result.truth is None else (result.x_test, result.truth),
             network=(result.x_test, result.network),
             source=task.source if s.show_source and task.has_source else None,
+            baselines={k: (result.x_test, v) for k, v in result.baseline_means.items()},
             click_grid=40,
         )
+    if result.grid_mean is not None:
+        grid = data.map_grid(task)
+        mean, sd = grid.to_physical(
+            torch.from_numpy(result.grid_mean), torch.from_numpy(result.grid_variance)
+        )
+        context = np.zeros(grid.x.shape[0], dtype=bool)
+        context[grid.pool[: s.n_context]] = True
+        table = pd.DataFrame(
+            {"lon": grid.lon, "lat": grid.lat, "source": grid.source, "target": grid.target,
+             "mean": mean, "std": sd, "context": context}
+        )  # fmt: skip
+        return spatial_maps_figure(table, units=grid.units)
     if len(shape) == 3:
         count = 8
         transform = task.meta.transform
@@ -526,6 +628,13 @@ def _show(result: Result) -> None:
             if added and right.button("Clear added points", icon=":material/delete:"):
                 added.clear()
                 st.rerun()
+        elif result.grid_mean is not None:
+            st.caption(
+                f"Whole maps in {data.map_grid(problem.task).units}: the target map's truth, "
+                "the posterior mean conditioned on the purple context cells (the rest of the "
+                "target map is the test set), and the posterior standard deviation of y "
+                "(noise included), which shrinks near the context cells."
+            )
         elif len(problem.task.meta.input_shape) == 1:
             st.caption(
                 "Inputs have several columns: each test point is drawn at its true value "
@@ -593,6 +702,7 @@ if problem is not None:
     # Computing and drawing (building and serializing the figure) hold the light slot: at
     # most one session runs this Python-heavy part at a time, so the server's event loop keeps
     # its share of the GIL however many sessions are busy (app/compute.py).
+    _prepare_baselines(settings, problem)
     with LIGHT.hold():
         try:
             result: Result | None = _adapt(settings, problem)

@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from ntkcore import data
+from ntkcore.data.spatial import map_grid
 from ntkcore.experiments.methods import available as available_methods
 from ntkcore.experiments.methods import cache
 from ntkcore.experiments.methods.source import DEFAULT_PRESETS, Source, check_arch
@@ -463,39 +464,20 @@ def spatial_maps(
     adapter = cache.prepared(method, source, **options)
     steps.start(f"{method}: {n_context} context points")
 
-    extra, transform = loaded.meta.extra, loaded.meta.transform
-    rows_source = extra["source_rows"].long()
-    rows_pool, rows_test = extra["target_rows"].long(), extra["test_rows"].long()
-    n_rows = int(torch.cat([rows_source, rows_pool, rows_test]).max()) + 1
-    coords = torch.full((n_rows, 2), math.nan)
-    source_value = torch.full((n_rows,), math.nan)
-    target_value = torch.full((n_rows,), math.nan)
-    coords[rows_source] = loaded.source[0]
-    source_value[rows_source] = loaded.source[1][:, 0]
-    coords[rows_pool], coords[rows_test] = loaded.target[0], loaded.test[0]
-    target_value[rows_pool] = loaded.target[1][:, 0]
-    target_value[rows_test] = loaded.test[1][:, 0]
-    context = torch.zeros(n_rows, dtype=torch.bool)
-    context[rows_pool[:n_context]] = True
-    cells = ~torch.isnan(coords).any(1)
-
+    grid = map_grid(loaded)
     x, y = (v.to(dev) for v in loaded.context(n_context))
-    mean, var = adapter.fit(x, y).predict(coords[cells].to(dev))
-    x_mean, x_std = np.asarray(transform["x_mean"]), np.asarray(transform["x_std"])
-    y_mean, y_std = float(transform["y_mean"]), float(transform["y_std"])
-    lonlat = coords[cells].double().numpy() * x_std + x_mean
-    for axis, name in enumerate(("lon", "lat")):
-        if name in extra:  # snap float32 round-off (1e-6 degrees) to the grid's axes
-            grid = np.asarray(extra[name], dtype=np.float64)
-            lonlat[:, axis] = grid[np.abs(lonlat[:, axis, None] - grid).argmin(1)]
+    mean, var = adapter.fit(x, y).predict(grid.x.to(dev))
+    mean_units, std_units = grid.to_physical(mean, var)
+    context = np.zeros(grid.x.shape[0], dtype=bool)
+    context[grid.pool[:n_context]] = True
     table = pd.DataFrame({
-        "lon": lonlat[:, 0],
-        "lat": lonlat[:, 1],
-        "source": source_value[cells].numpy() * y_std + y_mean,
-        "target": target_value[cells].numpy() * y_std + y_mean,
-        "mean": mean[:, 0].double().cpu().numpy() * y_std + y_mean,
-        "std": var[:, 0].double().cpu().sqrt().numpy() * y_std,
-        "context": context[cells].numpy(),
+        "lon": grid.lon,
+        "lat": grid.lat,
+        "source": grid.source,
+        "target": grid.target,
+        "mean": mean_units,
+        "std": std_units,
+        "context": context,
         "method": method,
         "n_context": int(n_context),
         "task": task_seed,

@@ -5,6 +5,25 @@ whose traces have stable names; they do no numerics beyond square roots of varia
 sorting.
 """
 
+from ntkcore.plots.classification import (
+    CLASSIFICATION_METRICS,
+    TRACE_DIAGONAL,
+    calibration_summary,
+    classification_label,
+    classification_labels,
+    classification_metrics_figure,
+    reliability_figure,
+    transfer_figure,
+    transfer_label,
+)
+from ntkcore.plots.compare import (
+    ComparisonPanel,
+    comparison_grid_figure,
+    comparison_overlay_figure,
+    overlay_trace_names,
+    panel_title,
+    shared_y_range,
+)
 from ntkcore.plots.curves import (
     CURVE_METRICS,
     SPREADS,
@@ -16,6 +35,7 @@ from ntkcore.plots.curves import (
     win_rates,
 )
 from ntkcore.plots.images import image_strip_figure
+from ntkcore.plots.maps import MAP_PANELS, TRACE_MAP_CONTEXT, spatial_maps_figure
 from ntkcore.plots.regression import (
     TRACE_CLICK,
     TRACE_CONTEXT,
@@ -58,6 +78,19 @@ from ntkcore.plots.tour import (
 )
 
 __all__ = [
+    "CLASSIFICATION_METRICS",
+    "TRACE_DIAGONAL",
+    "calibration_summary",
+    "classification_label",
+    "classification_labels",
+    "classification_metrics_figure",
+    "reliability_figure",
+    "transfer_figure",
+    "transfer_label",
+    "ComparisonPanel",
+    "MAP_PANELS",
+    "TRACE_MAP_CONTEXT",
+    "spatial_maps_figure",
     "CURVE_METRICS",
     "FISHER_UNITS",
     "MEASURE_TITLES",
@@ -79,6 +112,14 @@ __all__ = [
     "Y_SCALES",
     "adaptation_curves_figure",
     "band_trace_name",
+    "comparison_grid_figure",
+    "comparison_overlay_figure",
+    "image_strip_figure",
+    "overlay_trace_names",
+    "panel_title",
+    "parity_figure",
+    "posterior_band_figure",
+    "shared_y_range",
     "class_kernel_figure",
     "curve_summary",
     "fd_error_figure",

@@ -111,6 +111,14 @@ def _context_matches(run: Run, seed: int, n: int) -> tuple[bool, str]:
     return True, ""
 
 
+async def _finish(result: UserResult, client: AppClient) -> None:
+    """Count the session's finished runs and collect what its pages showed as errors."""
+    result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
+    for run in client.runs:
+        result.exceptions += run.exceptions + run.errors
+    await client.close()
+
+
 async def _runner(url: str, user: int, duration: float) -> UserResult:
     """Press Run on the Timing page (tiny sweep) again and again; each run must finish."""
     result = UserResult(user, seed=-1, role="runner")
@@ -134,10 +142,7 @@ async def _runner(url: str, user: int, duration: float) -> UserResult:
     except (TimeoutError, ConnectionError, OSError) as err:
         result.final_problem = f"{type(err).__name__}: {err}"
     finally:
-        result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
-        for run in client.runs:
-            result.exceptions += run.exceptions + run.errors
-        await client.close()
+        await _finish(result, client)
     return result
 
 
@@ -189,10 +194,7 @@ async def _user(url: str, user: int, duration: float, interval: float) -> UserRe
     except (TimeoutError, ConnectionError, OSError) as err:  # the session did not get through
         result.final_problem = f"{type(err).__name__}: {err}"
     finally:
-        result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
-        for run in client.runs:
-            result.exceptions += run.exceptions + run.errors
-        await client.close()
+        await _finish(result, client)
     return result
 
 
