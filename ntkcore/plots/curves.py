@@ -518,7 +518,7 @@ def win_rate_figure(
     )
     fig.update_layout(
         title={"text": title or f"Tasks on which {reference} beats each method"},
-        height=height or 140 + 44 * len(baselines),
+        height=height or max(240, 140 + 44 * len(baselines)),
         template="plotly_white",
         margin={"l": 110, "r": 20, "t": 60, "b": 50},
     )
