@@ -216,6 +216,8 @@ def test_similarity_run_from_a_link_matches_the_library(
 ) -> None:
     """Open the page from a link with tiny options (URL state), press Run, wait for the
     progress to end, and compare the mean similarity shown with the library's own call."""
+    from playwright.sync_api import expect
+
     from ntkcore.experiments.similarity import jacobian_similarity
 
     context = browser.new_context(viewport={"width": 1400, "height": 2400})
@@ -226,8 +228,10 @@ def test_similarity_run_from_a_link_matches_the_library(
         page.get_by_text("Jacobian similarity across tasks").first.wait_for(timeout=60_000)
         seeds = page.locator('[data-testid="stNumberInput"]').filter(has_text="Seeds")
         probes = page.locator('[data-testid="stNumberInput"]').filter(has_text="Probe images")
-        assert seeds.locator("input").input_value() == "2"
-        assert probes.locator("input").input_value() == "10"
+        # The URL's values reach the widgets (waited for: the first render may still be on
+        # its way when the heading appears).
+        expect(seeds.locator("input")).to_have_value("2", timeout=30_000)
+        expect(probes.locator("input")).to_have_value("10", timeout=30_000)
         page.wait_for_selector(
             '[data-testid="stStatusWidget"]', state="detached", timeout=PLOT_TIMEOUT_MS
         )

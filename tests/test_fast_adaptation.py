@@ -202,10 +202,13 @@ def test_sinusoids_ntk_beats_no_retraining_and_scratch_ablr_with_few_points():
     mean test MSE is far below the unadapted network's at every context size (5.99 vs 14.2
     at 5 points, 0.0096 vs 14.2 at 50) and it wins on 80-100% of the tasks. Against ABLR
     with features learned from scratch (Perrone et al.'s and the reference script's setup,
-    ``ablr-scratch``) the NTK has the lower *mean* MSE for 5 to 20 points (5.99 vs 25.3,
-    4.57 vs 12.5, 0.71 vs 15.4), but per task it wins only 40-60%: scratch ABLR fails badly
-    on a few tasks and does well on the others; from 50 points it is better (0.0040 vs
-    0.0096). Against ABLR whose feature learning starts from the trained source network
+    ``ablr-scratch``) the NTK's *mean* MSE is far lower with 5 points (5.99 vs 23.2); from
+    10 points the two trade places task by task (10 points: 4.57 vs 4.28; 20: 0.71 vs 1.14;
+    the NTK wins only 40-60% of the tasks) and from 50 points ABLR is better (0.0040 vs
+    0.0096). These means rest on a few tasks where scratch ABLR fails: since ABLR's noise
+    precision is capped at 1/noise_floor (noise-free sources drove it to infinity) its mean
+    at 10 points fell from 12.5 to 4.28, so only the 5-point comparison is asserted. Against
+    ABLR whose feature learning starts from the trained source network
     (``ablr``, the default) the NTK loses from 5 to 50 points (mean 4.37 vs 5.99 at 5,
     0.0046 vs 0.0096 at 50; it wins at 100). Only the mean comparisons that hold are
     asserted.
@@ -216,7 +219,7 @@ def test_sinusoids_ntk_beats_no_retraining_and_scratch_ablr_with_few_points():
     mse = _mean_mse(table)
     assert (mse["ntk"] < 0.5 * mse["no-retrain"]).all(), mse
     assert (_wins(table, "ntk", "no-retrain").loc[[10, 20, 50]] >= 0.75).all()
-    assert (mse["ntk"].loc[[5, 10, 20]] < mse["ablr-scratch"].loc[[5, 10, 20]]).all(), mse
+    assert mse.loc[5, "ntk"] < 0.5 * mse.loc[5, "ablr-scratch"], mse
 
 
 @pytest.mark.slow
