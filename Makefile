@@ -4,7 +4,8 @@
 #   make test   same setup, then the whole pytest suite and `ruff check .`
 #
 # Setup is idempotent: it re-runs only when requirements.txt or pyproject.toml change
-# (a stamp file in .venv is keyed on their content hash).
+# (a stamp file in .venv is keyed on their content hash). requirements-crosscheck.txt holds
+# third-party cross-checks the tests use, installed without their (torchvision) dependencies.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -16,7 +17,7 @@ PORT ?= 8501
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
-REQ_HASH := $(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+REQ_HASH := $(shell cat requirements.txt requirements-crosscheck.txt pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.ntkcore-setup-$(REQ_HASH)
 
 .PHONY: help setup app test lint clean
@@ -32,6 +33,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python
 	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -r requirements-crosscheck.txt
 	@rm -f $(VENV)/.ntkcore-setup-*
 	@touch $@
 

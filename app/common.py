@@ -63,7 +63,9 @@ def preset_model(preset_id: str) -> nn.Module:
     """
     preset = zoo.preset(preset_id)
     if not preset.is_cached():
-        status = st.status(f"Training the source network “{preset.description}” (first use)")
+        status = st.status(
+            f"Training the source network “{preset.description}” (first use)", expanded=True
+        )
         with status:
             bar = st.progress(0.0, text="waiting for the compute slot")
         t0 = time.perf_counter()

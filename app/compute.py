@@ -254,20 +254,29 @@ def run_heavy(
     t0 = time.perf_counter()
 
     def on_wait(ahead: int) -> None:
-        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you")
+        # expanded=True each time: an update without it collapses the box (Streamlit 1.67
+        # clears the field), hiding the progress bar
+        status.update(label=f"{title} — waiting: {ahead} run(s) ahead of you", expanded=True)
 
     interrupted = True
     st.session_state[_state_key(page, "interrupted")] = title
     try:
         with HEAVY.hold(on_wait=on_wait):
-            status.update(label=f"{title} — running on {device}", state="running")
+            status.update(
+                label=f"{title} — running on {device}", state="running", expanded=True
+            )
             last_draw = [0.0]
+            last_message = [""]
 
             def progress(fraction: float, message: str) -> None:
                 yield_point()
                 now = time.perf_counter()
-                if now - last_draw[0] >= DRAW_SECONDS or fraction >= 1.0:
+                # a new step is always drawn: a long step that reports no progress of its own
+                # (VI inside one library call) must not show the previous step's name
+                if (now - last_draw[0] >= DRAW_SECONDS or fraction >= 1.0
+                        or message != last_message[0]):  # fmt: skip
                     last_draw[0] = now
+                    last_message[0] = message
                     bar.progress(
                         min(max(float(fraction), 0.0), 1.0),
                         text=f"{message} · {now - t0:.0f} s",
@@ -275,6 +284,13 @@ def run_heavy(
 
             result = work(progress=progress, device=device)
         interrupted = False
+    except Exception:
+        # The library refused the settings (a ValueError the page shows) or failed: not an
+        # interruption, so no "press Run again" note.
+        interrupted = False
+        st.session_state.pop(_state_key(page, "interrupted"), None)
+        status.update(label=f"{title} — failed", state="error", expanded=False)
+        raise
     finally:
         if interrupted:
             status.update(label=f"{title} — interrupted", state="error", expanded=False)

@@ -4,11 +4,13 @@ Finite-NTK Gaussian processes after Maddox, Tang, Moreno, Wilson and Damianou,
 *Fast Adaptation with Linearized Neural Networks* (AISTATS 2021).
 """
 
+from ntkcore.classifier import LinearizedClassifier, adapt_classifier
 from ntkcore.hyperparameters import HyperparameterFit, fit_hyperparameters
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
 from ntkcore.parameters import ParameterLayout, last_layers, select_parameters
 from ntkcore.posterior import Posterior, Prediction, adapt, choose_strategy
+from ntkcore.similarity import compare_jacobians, jacobian_similarity, ntk_eigenvalues
 
 __all__ = [
     "HyperparameterFit",
@@ -18,10 +20,15 @@ __all__ = [
     "Posterior",
     "Prediction",
     "adapt",
+    "adapt_classifier",
+    "LinearizedClassifier",
     "choose_strategy",
     "ParameterLayout",
     "last_layers",
     "select_parameters",
+    "compare_jacobians",
+    "jacobian_similarity",
+    "ntk_eigenvalues",
 ]
 __version__ = "0.1.0"
 

@@ -28,20 +28,10 @@ F v without forming F or J, by one of three methods:
     θ' = θ the gradient of the KL vanishes, so its Hessian is exactly F. It is kept as the
     baseline of the timing benchmark (``benchmarks/fisher.py``).
 
-Output-space Fishers Λ(f) and KL divergences D(f ‖ f') of the supported likelihoods:
-
-``"gaussian"`` — N(y; f, I), unit variance:
-    D = ½‖f − f'‖²,  Λ = I.
-``"categorical"`` — y ~ Categorical(π), π = softmax(f):
-    D = Σ_c π_c (log π_c − log π'_c),  Λ = diag(π) − ππᵀ.
-``"heteroscedastic"`` — o = 2m outputs: means μ = f[:m] and raw scales s = f[m:], with
-    y_j ~ N(μ_j, σ_j²), σ_j = softplus(s_j) + σ₀ (σ₀ = ``scale_floor``, 0 by default):
-    D = Σ_j log(σ'_j/σ_j) + (σ_j² + (μ_j − μ'_j)²) / (2σ'_j²) − ½.
-    The Fisher of N(μ, σ²) in (μ, σ) is diag(1/σ², 2/σ²) [E(∂_μ log p)² = E(y−μ)²/σ⁴ =
-    1/σ²; E(∂_σ log p)² = E(−1/σ + (y−μ)²/σ³)² = (1 − 2·1 + 3)/σ² = 2/σ²; the cross term
-    E[(y−μ)/σ² · (−1/σ + (y−μ)²/σ³)] vanishes by symmetry]. With σ = softplus(s) + σ₀,
-    dσ/ds = sigmoid(s) =: σ'(s), so in (μ, s)
-    Λ = diag(1/σ², 2 σ'(s)²/σ²).
+Output-space Fishers Λ(f) and KL divergences D(f ‖ f') of the supported likelihoods
+(``"gaussian"``, ``"categorical"``, ``"heteroscedastic"``) are one class each in
+:mod:`ntkcore.likelihoods`, shared with the Fisher operator and the classifier; ``likelihood``
+takes a name or a :class:`~ntkcore.likelihoods.Likelihood`.
 
 Step size and error of ``"fd"``
 -------------------------------
@@ -91,12 +81,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.kinks import ActivationPattern
+from ntkcore.likelihoods import LIKELIHOODS, Likelihood
+from ntkcore.likelihoods import likelihood as make_likelihood
 from ntkcore.linearization import Linearization, as_linearization, as_real_tensor, chunk_slices
 
 __all__ = [
@@ -133,8 +124,6 @@ _CALIBRATION_POINTS = 16
 _CALIBRATION_POWERS = tuple(range(-2, 6))
 _CALIBRATION_SLACK = 1.25
 
-#: Likelihoods accepted by :func:`fisher_vp`.
-LIKELIHOODS: tuple[str, ...] = ("gaussian", "categorical", "heteroscedastic")
 #: Methods accepted by :func:`fisher_vp`.
 METHODS: tuple[str, ...] = ("fd", "exact", "autograd")
 #: Treatments of ReLU / max-pooling kinks by ``method="fd"`` (:mod:`ntkcore.kinks`).
@@ -142,39 +131,9 @@ KINKS: tuple[str, ...] = ("frozen", "live")
 
 
 # ---------------------------------------------------------------------------- output space
-def _check_likelihood(likelihood: object) -> str:
-    if not isinstance(likelihood, str) or likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {list(LIKELIHOODS)}, got {likelihood!r}")
-    return likelihood
-
-
-def _check_scale_floor(scale_floor: object) -> float:
-    if isinstance(scale_floor, bool) or not isinstance(scale_floor, int | float):
-        raise ValueError(f"scale_floor must be a non-negative float, got {scale_floor!r}")
-    if not math.isfinite(scale_floor) or scale_floor < 0:
-        raise ValueError(f"scale_floor must be a non-negative float, got {scale_floor!r}")
-    return float(scale_floor)
-
-
-def _check_output_dim(likelihood: str, o: int) -> None:
-    if likelihood == "heteroscedastic" and o % 2:
-        raise ValueError(
-            "the heteroscedastic likelihood needs an even number of outputs (means, then raw "
-            f"scales), got o={o}"
-        )
-    if likelihood == "categorical" and o < 2:
-        raise ValueError(f"the categorical likelihood needs at least 2 outputs (logits), got {o}")
-
-
-def _split_scale(f: Tensor, scale_floor: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Mean, standard deviation and dσ/ds of heteroscedastic outputs ``(..., 2m)``."""
-    m = f.shape[-1] // 2
-    mu, s = f[..., :m], f[..., m:]
-    return mu, F.softplus(s) + scale_floor, torch.sigmoid(s)
-
-
 def output_kl(
-    f: Tensor, f_prime: Tensor, likelihood: str = "gaussian", *, scale_floor: float = 0.0
+    f: Tensor, f_prime: Tensor, likelihood: str | Likelihood = "gaussian", *,
+    scale_floor: float = 0.0,
 ) -> Tensor:
     """Per-point KL divergence D(p(y | f) ‖ p(y | f')) between output-space likelihoods.
 
@@ -182,8 +141,8 @@ def output_kl(
     ----------
     f, f_prime : Tensor
         Network outputs of shape ``(..., o)``.
-    likelihood : {"gaussian", "categorical", "heteroscedastic"}
-        See the module docstring for the formulas.
+    likelihood : {"gaussian", "categorical", "heteroscedastic"} or Likelihood
+        See :mod:`ntkcore.likelihoods` for the formulas.
     scale_floor : float
         σ₀ of the heteroscedastic likelihood, σ = softplus(s) + σ₀.
 
@@ -192,67 +151,24 @@ def output_kl(
     Tensor
         Shape ``(...)``: the divergence summed over the outputs of each point.
     """
-    likelihood = _check_likelihood(likelihood)
-    if likelihood == "gaussian":
-        return 0.5 * (f_prime - f).square().sum(-1)
-    if likelihood == "categorical":
-        logp, logq = f.log_softmax(-1), f_prime.log_softmax(-1)
-        return (logp.exp() * (logp - logq)).sum(-1)
-    floor = _check_scale_floor(scale_floor)
-    mu, sigma, _ = _split_scale(f, floor)
-    mu2, sigma2, _ = _split_scale(f_prime, floor)
-    kl = (
-        torch.log(sigma2 / sigma)
-        + (sigma.square() + (mu - mu2).square()) / (2 * sigma2.square())
-        - 0.5
-    )
-    return kl.sum(-1)
+    return make_likelihood(likelihood, scale_floor=scale_floor).kl(f, f_prime)
 
 
-def _kl_output_grad(f: Tensor, f_prime: Tensor, likelihood: str, scale_floor: float) -> Tensor:
-    """∇_{f'} D(p(y|f) ‖ p(y|f')), closed form, shape of ``f_prime``."""
-    if likelihood == "gaussian":
-        return f_prime - f
-    if likelihood == "categorical":
-        return f_prime.softmax(-1) - f.softmax(-1)
-    mu, sigma, _ = _split_scale(f, scale_floor)
-    mu2, sigma2, dsigma2 = _split_scale(f_prime, scale_floor)
-    g_mu = (mu2 - mu) / sigma2.square()
-    g_sigma = 1.0 / sigma2 - (sigma.square() + (mu - mu2).square()) / sigma2.pow(3)
-    return torch.cat([g_mu, g_sigma * dsigma2], dim=-1)
-
-
-def _apply_output_fisher(f: Tensor, u: Tensor, likelihood: str, scale_floor: float) -> Tensor:
-    """Λ(f) u for outputs ``f`` of shape ``(n, o)`` and ``u`` of shape ``(..., n, o)``."""
-    if likelihood == "gaussian":
-        return u
-    if likelihood == "categorical":
-        pi = f.softmax(-1)
-        return pi * u - pi * (pi * u).sum(-1, keepdim=True)
-    _, sigma, dsigma = _split_scale(f, scale_floor)
-    inv_var = sigma.square().reciprocal()
-    return u * torch.cat([inv_var, 2 * dsigma.square() * inv_var], dim=-1)
-
-
-def output_fisher(f: Tensor, likelihood: str = "gaussian", *, scale_floor: float = 0.0) -> Tensor:
+def output_fisher(
+    f: Tensor, likelihood: str | Likelihood = "gaussian", *, scale_floor: float = 0.0
+) -> Tensor:
     """The output-space Fisher Λ(f) of each point, explicit, shape ``(..., o, o)``.
 
     Parameters
     ----------
     f : Tensor
         Network outputs, shape ``(..., o)``.
-    likelihood : {"gaussian", "categorical", "heteroscedastic"}
-        See the module docstring.
+    likelihood : {"gaussian", "categorical", "heteroscedastic"} or Likelihood
+        See :mod:`ntkcore.likelihoods`.
     scale_floor : float
         σ₀ of the heteroscedastic likelihood.
     """
-    likelihood = _check_likelihood(likelihood)
-    floor = _check_scale_floor(scale_floor)
-    _check_output_dim(likelihood, f.shape[-1])
-    eye = torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
-    eye = eye.expand(*f.shape, f.shape[-1])
-    # Λ is symmetric: applying it to the unit vectors gives its rows.
-    return _apply_output_fisher(f.unsqueeze(-2), eye, likelihood, floor)
+    return make_likelihood(likelihood, scale_floor=scale_floor).fisher(f)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -355,7 +271,7 @@ def _replaying(pattern: ActivationPattern | None) -> contextlib.AbstractContextM
 
 
 # ---------------------------------------------------------------------------- methods
-def _fvp_chunk_exact(fwd, theta, xc, tangents, likelihood, floor, weights):
+def _fvp_chunk_exact(fwd, theta, xc, tangents, lik: Likelihood, weights):
     """Σ_{i in chunk} Jᵢᵀ Λᵢ Jᵢ V scaled by ``weights`` (one per vector), shape (k, p)."""
     f, pullback = vjp(lambda th: fwd(th, xc), theta)
 
@@ -363,7 +279,7 @@ def _fvp_chunk_exact(fwd, theta, xc, tangents, likelihood, floor, weights):
         return jvp(lambda th: fwd(th, xc), (theta,), (t,))[1]
 
     jv = vmap(one)(tangents)  # (k, c, o)
-    u = _apply_output_fisher(f.detach().double(), jv.double(), likelihood, floor)
+    u = lik.fisher_product(f.detach().double(), jv.double())
     u = u * weights[:, None, None]
     (g,) = vmap(pullback)(u.to(f.dtype))
     return g
@@ -401,14 +317,13 @@ class _FdScheme:
     theta_wide: Tensor  # shape: (p,), float64
     eps: float | str | None  # the step; None / "auto" until _fd_setup resolves it
     central: bool
-    likelihood: str
-    floor: float
+    likelihood: Likelihood
 
     @classmethod
-    def at(cls, lin, eps, central, likelihood, floor) -> _FdScheme:
+    def at(cls, lin, eps, central, likelihood: Likelihood) -> _FdScheme:
         theta_flat = lin.parameter_vector()
         wide = theta_flat.to(torch.float64)
-        return cls(lin, theta_flat, wide, eps, central, likelihood, floor)
+        return cls(lin, theta_flat, wide, eps, central, likelihood)
 
     @property
     def theta_norm(self) -> float:
@@ -424,7 +339,7 @@ class _FdScheme:
         for point, w in zip(points, weights, strict=True):
             with _replaying(pattern):
                 f_point = lin.functional_forward(lin.unflatten(point), xc)
-            gs = _kl_output_grad(f0, f_point.double(), self.likelihood, self.floor) * w
+            gs = self.likelihood.kl_grad(f0, f_point.double()) * w
             g = gs if g is None else g + gs
         return g
 
@@ -446,14 +361,14 @@ def _fvp_chunk_fd(scheme: _FdScheme, theta, xc, unit, weights, kinks):
     return out
 
 
-def _fvp_chunk_autograd(fwd, lin, xc, v, likelihood, floor, scale):
+def _fvp_chunk_autograd(fwd, lin, xc, v, lik: Likelihood, scale):
     """Double backward of the detached KL (the 2021 reference), one vector at a time."""
     start = lin.unflatten(lin.parameter_vector())
     theta = {k: t.detach().requires_grad_(True) for k, t in start.items()}
     params = list(theta.values())
     with torch.enable_grad():
         f = fwd(theta, xc)
-        kl = output_kl(f.detach().double(), f.double(), likelihood, scale_floor=floor)
+        kl = lik.kl(f.detach().double(), f.double())
         grads = torch.autograd.grad(kl.sum() * scale, params, create_graph=True)
         g_flat = torch.cat([t.reshape(-1) for t in grads])
         rows = []
@@ -463,13 +378,13 @@ def _fvp_chunk_autograd(fwd, lin, xc, v, likelihood, floor, scale):
     return torch.stack(rows)
 
 
-def _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks):
+def _fd_setup(lin, x, v, eps, central, lik: Likelihood, kinks):
     """The scheme, unit directions and per-vector weights of ``fd`` for a batch ``v``."""
     n = x.shape[0]
     norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
     inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     unit = v * inverse.to(v.dtype)[:, None]
-    scheme = _FdScheme.at(lin, eps, central, likelihood, floor)
+    scheme = _FdScheme.at(lin, eps, central, lik)
     if eps is None:
         scheme = replace(scheme, eps=default_eps(scheme.theta_norm, lin.dtype, central, kinks))
     elif eps == "auto":
@@ -480,7 +395,7 @@ def _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks):
     return scheme, unit, norms / n
 
 
-def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor, kinks):
+def _fisher_vp_at(at_x, v, lik: Likelihood, method, eps, central, kinks):
     """F v for a batch ``v`` (k, p) through the cached forward pass and pullback of a
     :class:`~ntkcore.jacobian_at.JacobianAt`: the pass at θ that every ``fd`` or
     ``exact`` product starts with is not repeated, nor (frozen kinks) its activation
@@ -489,9 +404,9 @@ def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor, kinks):
     f0 = at_x.output.double()  # shape: (n, o)
     if method == "exact":
         jv = at_x.jvp(v).double()  # shape: (k, n, o)
-        cot = _apply_output_fisher(f0, jv, likelihood, floor) / n
+        cot = lik.fisher_product(f0, jv) / n
     else:
-        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks)
+        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, lik, kinks)
         if kinks == "frozen":
             chunks = at_x.activation_patterns()
         else:
@@ -509,7 +424,7 @@ def _fisher_vp_at(at_x, v, likelihood, method, eps, central, floor, kinks):
     return at_x.vjp(cot.to(lin.dtype))
 
 
-def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk, kinks):
+def _fisher_vp(lin, x, v, lik: Likelihood, method, eps, central, chunk, kinks):
     """F v for a batch ``v`` of shape (k, p); validated inputs."""
     fwd = lin.functional_forward
     n = x.shape[0]
@@ -518,13 +433,13 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk, kinks)
         tangents = lin.unflatten(v)
         weights = torch.full((v.shape[0],), 1.0 / n, dtype=torch.float64, device=v.device)
     elif method == "fd":
-        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, likelihood, floor, kinks)
+        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, lik, kinks)
     parts = []
     for s in chunk_slices(n, chunk):
         xc = x[s]
         if method == "exact":
             fn = lambda xc=xc: lin.flatten(  # noqa: E731
-                _fvp_chunk_exact(fwd, theta, xc, tangents, likelihood, floor, weights)
+                _fvp_chunk_exact(fwd, theta, xc, tangents, lik, weights)
             )
         elif method == "fd":
             fn = lambda xc=xc: lin.flatten(  # noqa: E731
@@ -532,7 +447,7 @@ def _fisher_vp(lin, x, v, likelihood, method, eps, central, floor, chunk, kinks)
             )
         else:
             fn = lambda xc=xc: _fvp_chunk_autograd(  # noqa: E731
-                fwd, lin, xc, v, likelihood, floor, 1.0 / n
+                fwd, lin, xc, v, lik, 1.0 / n
             )
         parts.append(lin.evaluate(fn, xc).detach())
     if len(parts) == 1:
@@ -579,7 +494,7 @@ def _calibrate(
 ) -> StepCalibration:
     """Pick ε from a grid by the output-space error on ``points`` points (validated inputs;
     ``scheme`` gives everything but the step)."""
-    lin, central, likelihood, floor = scheme.lin, scheme.central, scheme.likelihood, scheme.floor
+    lin, central, lik = scheme.lin, scheme.central, scheme.likelihood
     fwd = lin.functional_forward
     xm = x[:points]
     theta_norm = scheme.theta_norm
@@ -600,7 +515,7 @@ def _calibrate(
         with torch.no_grad():
             jv = jvp(lambda th: fwd(th, xm), (theta,), (lin.unflatten(unit),))[1]
             f0 = f.detach().double()
-            cots = [_apply_output_fisher(f0, jv.double(), likelihood, floor)]
+            cots = [lik.fisher_product(f0, jv.double())]
             for eps in candidates:
                 cots.append(replace(scheme, eps=eps).output_grad(f0, xm, unit, pattern))
         # compare in parameter space, Jᵀ(ĝ − Λ J v̂): the error the products will have
@@ -629,7 +544,7 @@ def calibrate_eps(
     model_or_lin: nn.Module | Linearization,
     x: Tensor,
     *,
-    likelihood: str = "gaussian",
+    likelihood: str | Likelihood = "gaussian",
     central: bool = False,
     kinks: str = "frozen",
     probe: Tensor | None = None,
@@ -658,8 +573,8 @@ def calibrate_eps(
         The network or its linearization.
     x : Tensor
         Inputs ``(n, *input_shape)``; the first ``points`` are used.
-    likelihood : {"gaussian", "categorical", "heteroscedastic"}
-        The likelihood of the products the step is for.
+    likelihood : {"gaussian", "categorical", "heteroscedastic"} or Likelihood
+        The likelihood of the products the step is for (:func:`ntkcore.likelihoods.likelihood`).
     central : bool
         Calibrate for central differences.
     kinks : {"frozen", "live"}
@@ -677,23 +592,22 @@ def calibrate_eps(
     StepCalibration
         The chosen ``eps`` with the candidates and their measured errors.
     """
-    likelihood = _check_likelihood(likelihood)
+    lik = make_likelihood(likelihood, scale_floor=scale_floor)
     if not isinstance(central, bool):
         raise ValueError(f"central must be a bool, got {central!r}")
     kinks = _check_kinks(kinks)
     if isinstance(points, bool) or not isinstance(points, int) or points < 1:
         raise ValueError(f"points must be a positive int, got {points!r}")
-    floor = _check_scale_floor(scale_floor)
     lin = as_linearization(model_or_lin)
     x = lin.prepare_inputs(x)
-    _check_output_dim(likelihood, lin.output_dim(x))
+    lik.check_outputs(lin.output_dim(x))
     if probe is None:
         gen = torch.Generator(device="cpu").manual_seed(0)
         probe = torch.randn(lin.num_params, generator=gen, dtype=torch.float64)
     probe = _check_v(lin, probe)
     if probe.dim() != 1:
         raise ValueError(f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}")
-    scheme = _FdScheme.at(lin, None, central, likelihood, floor)
+    scheme = _FdScheme.at(lin, None, central, lik)
     return _calibrate(scheme, x, probe, points, kinks)
 
 
@@ -703,7 +617,7 @@ def fisher_vp(
     x: Tensor | None,
     v: Tensor,
     *,
-    likelihood: str = "gaussian",
+    likelihood: str | Likelihood = "gaussian",
     method: str = "fd",
     eps: float | str | None = None,
     central: bool = False,
@@ -726,8 +640,9 @@ def fisher_vp(
         Inputs, shape ``(n, *input_shape)``; ``None`` with a ``JacobianAt``.
     v : Tensor
         Parameter-space vectors, shape ``(p,)`` or ``(k, p)``.
-    likelihood : {"gaussian", "categorical", "heteroscedastic"}
-        The likelihood whose output-space Fisher Λ defines F (module docstring).
+    likelihood : {"gaussian", "categorical", "heteroscedastic"} or Likelihood
+        The likelihood whose output-space Fisher Λ defines F (:mod:`ntkcore.likelihoods`;
+        a name is resolved by :func:`ntkcore.likelihoods.likelihood`).
     method : {"fd", "exact", "autograd"}
         Finite-difference KL gradient (Eq. 5), Jᵀ Λ J v by forward then reverse mode, or
         double backward of the detached KL (the 2021 reference baseline).
@@ -762,7 +677,7 @@ def fisher_vp(
         For an unknown likelihood or method, options that do not apply to the method,
         malformed ``x`` or ``v``, or outputs that do not fit the likelihood.
     """
-    likelihood = _check_likelihood(likelihood)
+    lik = make_likelihood(likelihood, scale_floor=scale_floor)
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     eps = _check_eps(eps)
@@ -775,7 +690,6 @@ def fisher_vp(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    floor = _check_scale_floor(scale_floor)
     at_x = None
     if isinstance(model_or_lin, JacobianAt):
         at_x = model_or_lin
@@ -788,16 +702,16 @@ def fisher_vp(
         lin = as_linearization(model_or_lin)
         x = lin.prepare_inputs(x)
     v = _check_v(lin, v)
-    _check_output_dim(likelihood, lin.output_dim(x))
+    lik.check_outputs(lin.output_dim(x))
     chunk = chunk_size if chunk_size is not None else lin.chunk_size
     batched = v.dim() == 2
     vb = v if batched else v.unsqueeze(0)
     precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
     with precision:
         if at_x is not None and at_x.cache != "none":
-            out = _fisher_vp_at(at_x, vb, likelihood, method, eps, central, floor, kinks)
+            out = _fisher_vp_at(at_x, vb, lik, method, eps, central, kinks)
         else:
             out = _fisher_vp(
-                lin, x, vb, likelihood, method, eps, central, floor, chunk, kinks
+                lin, x, vb, lik, method, eps, central, chunk, kinks
             )
     return out if batched else out[0]

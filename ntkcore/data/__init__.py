@@ -19,11 +19,13 @@ from ntkcore.data._files import DatasetIntegrityError, clear_cache, datasets_dir
 from ntkcore.data.csv import CsvColumns, from_csv, read_csv_columns
 from ntkcore.data.images import inscribed_crop, rotate_and_crop
 from ntkcore.data.registry import available, info, load
+from ntkcore.data.spatial import MapGrid, map_grid
 from ntkcore.data.task import MissingSourceError, Task, TaskMeta
 
 __all__ = [
     "CsvColumns",
     "DatasetIntegrityError",
+    "MapGrid",
     "MissingSourceError",
     "Task",
     "TaskMeta",
@@ -34,6 +36,7 @@ __all__ = [
     "info",
     "inscribed_crop",
     "load",
+    "map_grid",
     "read_csv_columns",
     "rotate_and_crop",
 ]

@@ -283,6 +283,7 @@ def _mnist_like(
     seed: int,
     *,
     split: str,
+    half: int,
     source_seed: int,
     n_source: int | None,
     n_target: int | None,
@@ -292,6 +293,9 @@ def _mnist_like(
     to_rgb32: bool = False,
 ) -> Task:
     split = check_choice("split", split, SPLITS)
+    half = check_int("half", half, minimum=1, maximum=2)
+    if half == 2 and split != "halves":
+        raise ValueError(f"half=2 swaps the two halves and needs split='halves', got {split!r}")
     source_seed = check_int("source_seed", source_seed, minimum=0)
     data = read_npz(file)
     labels = data["labels"].astype(np.int64)
@@ -302,8 +306,9 @@ def _mnist_like(
         members = part_rng.permutation(np.flatnonzero(labels == c))
         if split == "halves":  # 40% / 40% / 20% of every class
             a, b = (2 * len(members)) // 5, (4 * len(members)) // 5
-            source_idx.append(members[:a])
-            pool_idx.append(members[a:b])
+            first, second = members[:a], members[a:b]
+            source_idx.append(first if half == 1 else second)
+            pool_idx.append(second if half == 1 else first)
             test_idx.append(members[b:])
         elif c < 5:  # "classes": source = all of digits/classes 0-4
             source_idx.append(members)
@@ -330,9 +335,10 @@ def _mnist_like(
         return torch.from_numpy(x), torch.as_tensor(labels[idx])
 
     if split == "halves":
+        first, second = ("first", "second") if half == 1 else ("second", "first")
         shift = (
-            "source = first half (40% of each class), target = second half (another 40%), "
-            "test = the remaining 20%; same distribution, disjoint images"
+            f"source = {first} half (40% of each class), target = {second} half (another "
+            "40%), test = the remaining 20%; same distribution, disjoint images"
         )
     else:
         shift = (
@@ -358,7 +364,7 @@ def _mnist_like(
         num_classes=10,
         citation=citation,
         provenance=f"datasets/{file} (see datasets/SOURCES.md)",
-        params={"seed": seed, "source_seed": source_seed, "split": split},
+        params={"seed": seed, "source_seed": source_seed, "split": split, "half": half},
         extra={
             "class_names": class_names,
             "source_index": torch.as_tensor(source),
@@ -375,8 +381,11 @@ _MNIST_OPTIONS_DOC = """
     ``"halves"`` (default): every class's 500 images are partitioned with ``source_seed`` into
     40% source (MNIST1 in the paper's Jacobian-similarity experiment, Section 4), 40% target
     pool (MNIST2) and 20% test (an evaluation set from the same distribution): 2,000 / 2,000 /
-    1,000 images.  ``"classes"``: source = all 2,500 images of classes 0-4; classes 5-9 are
-    split 60/40 into the target pool (1,500) and test (1,000), i.e. a label shift.
+    1,000 images.  ``half=2`` swaps the two halves: the source is MNIST2 and the target pool
+    MNIST1 (same partition, same test set), so a network trained on either half comes from
+    ``task.source`` (``half`` applies to ``"halves"`` only).  ``"classes"``: source = all
+    2,500 images of classes 0-4; classes 5-9 are split 60/40 into the target pool (1,500) and
+    test (1,000), i.e. a label shift.
 
     ``source_seed`` fixes the partition and the source and test order; ``seed`` only orders the
     target pool (any prefix is a random subset).  ``n_source``/``n_target``/``n_test`` keep a
@@ -413,6 +422,7 @@ def load_mnist(
     seed: int,
     *,
     split: str = "halves",
+    half: int = 1,
     source_seed: int = 0,
     n_source: int | None = None,
     n_target: int | None = None,
@@ -420,8 +430,9 @@ def load_mnist(
 ) -> Task:
     """MNIST classification (28 x 28 grey, pixels in [0, 1])."""
     return _mnist_like(
-        "mnist", MNIST_FILE, seed, split=split, source_seed=source_seed, n_source=n_source,
-        n_target=n_target, n_test=n_test, citation=MNIST_CITATION, class_names=MNIST_CLASSES,
+        "mnist", MNIST_FILE, seed, split=split, half=half, source_seed=source_seed,
+        n_source=n_source, n_target=n_target, n_test=n_test, citation=MNIST_CITATION,
+        class_names=MNIST_CLASSES,
     )  # fmt: skip
 
 
@@ -445,6 +456,7 @@ def load_fashion_mnist(
     seed: int,
     *,
     split: str = "halves",
+    half: int = 1,
     source_seed: int = 0,
     n_source: int | None = None,
     n_target: int | None = None,
@@ -452,7 +464,7 @@ def load_fashion_mnist(
 ) -> Task:
     """Fashion-MNIST classification (28 x 28 grey, pixels in [0, 1])."""
     return _mnist_like(
-        "fashion-mnist", FASHION_FILE, seed, split=split, source_seed=source_seed,
+        "fashion-mnist", FASHION_FILE, seed, split=split, half=half, source_seed=source_seed,
         n_source=n_source, n_target=n_target, n_test=n_test, citation=FASHION_CITATION,
         class_names=FASHION_CLASSES,
     )  # fmt: skip
@@ -478,6 +490,7 @@ def load_fashion_mnist_32(
     seed: int,
     *,
     split: str = "halves",
+    half: int = 1,
     source_seed: int = 0,
     n_source: int | None = None,
     n_target: int | None = None,
@@ -485,7 +498,8 @@ def load_fashion_mnist_32(
 ) -> Task:
     """Fashion-MNIST padded to 32 x 32 and tiled to 3 channels (pixels in [0, 1])."""
     return _mnist_like(
-        "fashion-mnist-32", FASHION_FILE, seed, split=split, source_seed=source_seed,
-        n_source=n_source, n_target=n_target, n_test=n_test, citation=FASHION_CITATION,
+        "fashion-mnist-32", FASHION_FILE, seed, split=split, half=half,
+        source_seed=source_seed, n_source=n_source, n_target=n_target, n_test=n_test,
+        citation=FASHION_CITATION,
         class_names=FASHION_CLASSES, to_rgb32=True,
     )  # fmt: skip

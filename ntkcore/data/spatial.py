@@ -9,6 +9,9 @@ units (``meta.transform`` maps back to physical units).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -201,4 +204,93 @@ def load_spatial(
         target=split(target_rows[pool], target_values[pool]),
         test=split(target_rows[held_out], target_values[held_out]),
         meta=meta,
+    )
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """Every location of a ``spatial`` task, for drawing whole maps.
+
+    Attributes
+    ----------
+    x : Tensor
+        Standardised inputs of every location with a value at the source or the target
+        time, shape (m, 2), in file order (row-major over the grid for "climate").
+    lon, lat : ndarray
+        Physical coordinates (degrees) of the same locations, shape (m,).
+    source, target : ndarray
+        The true source-time and target-time values in physical units (``nan`` where a
+        location has no value at that time), shape (m,).
+    pool : ndarray
+        Indices into the m locations of the task's adaptation pool, in pool order (the first
+        ``n`` are ``task.context(n)``).
+    y_mean, y_std : float
+        Standardisation of the values (``value = y * y_std + y_mean``).
+    units : str
+        Physical units of the values.
+    """
+
+    x: torch.Tensor
+    lon: np.ndarray
+    lat: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+    pool: np.ndarray
+    y_mean: float
+    y_std: float
+    units: str
+
+    def to_physical(self, mean: torch.Tensor, variance: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """A predictive (mean, variance) at ``x`` as (mean, standard deviation) in units."""
+        mu = mean.reshape(-1).double().cpu().numpy()
+        sd = variance.reshape(-1).double().cpu().clamp_min(0).sqrt().numpy()
+        return mu * self.y_std + self.y_mean, sd * self.y_std
+
+
+def map_grid(task: Task) -> MapGrid:
+    """Reassemble the whole map of a ``spatial`` task from its splits.
+
+    The source split holds the source-time map and the target pool plus the test split the
+    target-time map; ``meta.extra`` records the file row of every point, which puts them back
+    together. Coordinates are snapped to the grid's axes (removing float32 round-off).
+
+    Raises
+    ------
+    ValueError
+        If ``task`` is not a ``spatial`` task.
+    """
+    extra, transform = task.meta.extra, task.meta.transform
+    if task.meta.name != "spatial" or "source_rows" not in extra:
+        raise ValueError(f"map_grid needs a 'spatial' task, got {task.meta.name!r}")
+    rows_source = extra["source_rows"].long()
+    rows_pool, rows_test = extra["target_rows"].long(), extra["test_rows"].long()
+    n_rows = int(torch.cat([rows_source, rows_pool, rows_test]).max()) + 1
+    coords = torch.full((n_rows, 2), math.nan, dtype=task.source[0].dtype)
+    source = torch.full((n_rows,), math.nan, dtype=torch.float64)
+    target = torch.full((n_rows,), math.nan, dtype=torch.float64)
+    coords[rows_source] = task.source[0]
+    source[rows_source] = task.source[1][:, 0].double()
+    coords[rows_pool], coords[rows_test] = task.target[0], task.test[0]
+    target[rows_pool] = task.target[1][:, 0].double()
+    target[rows_test] = task.test[1][:, 0].double()
+    cells = ~torch.isnan(coords).any(1)
+    index = torch.full((n_rows,), -1, dtype=torch.long)
+    index[cells] = torch.arange(int(cells.sum()))
+    x_mean, x_std = np.asarray(transform["x_mean"]), np.asarray(transform["x_std"])
+    y_mean, y_std = float(transform["y_mean"]), float(transform["y_std"])
+    lonlat = coords[cells].double().numpy() * x_std + x_mean
+    for axis, name in enumerate(("lon", "lat")):
+        if name in extra:
+            grid = np.asarray(extra[name], dtype=np.float64)
+            lonlat[:, axis] = grid[np.abs(lonlat[:, axis, None] - grid).argmin(1)]
+    return MapGrid(
+        x=coords[cells],
+        lon=lonlat[:, 0],
+        lat=lonlat[:, 1],
+        source=source[cells].numpy() * y_std + y_mean,
+        target=target[cells].numpy() * y_std + y_mean,
+        pool=index[rows_pool].numpy(),
+        y_mean=y_mean,
+        y_std=y_std,
+        units=str(transform.get("y_units", "")),
     )

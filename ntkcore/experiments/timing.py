@@ -110,12 +110,60 @@ __all__ = [
     "REFERENCE_METHOD",
     "Figure2Problem",
     "fisher_products",
+    "preset_options",
     "timing_vs_n",
     "timing_vs_p",
 ]
 
 
 # --------------------------------------------------------------------------- experiments
+_EXPERIMENTS = ("timing-n", "timing-p", "fisher-products")
+
+
+def preset_options(
+    experiment: str, preset: str = "small", device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """The option values a preset stands for, as keyword arguments of the experiment.
+
+    >>> preset_options("timing-n")["sizes"]
+    (250, 500, 1000, 2000)
+
+    Parameters
+    ----------
+    experiment : {"timing-n", "timing-p", "fisher-products"}
+        :func:`timing_vs_n`, :func:`timing_vs_p` or :func:`fisher_products`.
+    preset : {"small", "full"}
+    device : torch.device or str, optional
+        As the experiment resolves it (the Fisher batch of ``full`` is 256 on a GPU, 32 on a
+        CPU).
+
+    Returns
+    -------
+    dict
+        ``timing-n``: ``sizes, hidden, rank, test_points``; ``timing-p``: ``widths, n, rank,
+        test_points``; ``fisher-products``: ``archs, batch, vectors, repeats``. Passing them
+        explicitly gives the same run as the preset's defaults.
+    """
+    if experiment not in _EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {_EXPERIMENTS}, got {experiment!r}")
+    preset = check_preset(preset)
+    if experiment == "fisher-products":
+        fisher = _FISHER_PRESETS[preset]
+        dev = resolve_device(device, preset)
+        return {
+            "archs": fisher.archs,
+            "batch": fisher.batch_cuda if dev.type == "cuda" else fisher.batch,
+            "vectors": fisher.vectors,
+            "repeats": fisher.repeats,
+        }
+    sweep = _SWEEP_PRESETS[preset]
+    if experiment == "timing-n":
+        points: dict[str, Any] = {"sizes": sweep.sizes, "hidden": sweep.hidden}
+    else:
+        points = {"widths": sweep.widths, "n": sweep.p_n}
+    return {**points, "rank": sweep.rank, "test_points": sweep.test_points}
+
+
 @dataclass(frozen=True)
 class _SweepPreset:
     sizes: tuple[int, ...]  # n of the n sweep

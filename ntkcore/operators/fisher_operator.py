@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ntkcore.fisher import LIKELIHOODS, METHODS, fisher_vp, output_fisher
+from ntkcore.fisher import METHODS, fisher_vp
+from ntkcore.likelihoods import Likelihood
+from ntkcore.likelihoods import likelihood as make_likelihood
 from ntkcore.linearization import Linearization
 from ntkcore.operators._base import LinearizationOperator
 
@@ -22,7 +24,8 @@ class FisherLinearOperator(LinearizationOperator):
     x : Tensor
         Inputs, shape (n, *input_shape).
     linearization : Linearization
-    likelihood : {"gaussian", "categorical", "heteroscedastic"}
+    likelihood : {"gaussian", "categorical", "heteroscedastic"} or Likelihood
+        Resolved by :func:`ntkcore.likelihoods.likelihood` (names validated here).
     method : {"fd", "exact", "autograd"}
     """
 
@@ -31,17 +34,16 @@ class FisherLinearOperator(LinearizationOperator):
         x: Tensor,
         *,
         linearization: Linearization,
-        likelihood: str = "gaussian",
+        likelihood: str | Likelihood = "gaussian",
         method: str = "exact",
     ) -> None:
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        lik = make_likelihood(likelihood)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        super().__init__(x, linearization=linearization, likelihood=likelihood, method=method)
+        super().__init__(x, linearization=linearization, likelihood=lik, method=method)
         self.x = x
         self.linearization = linearization
-        self.likelihood = likelihood
+        self.likelihood = lik
         self.method = method
 
     def _size(self) -> torch.Size:
@@ -61,7 +63,7 @@ class FisherLinearOperator(LinearizationOperator):
         lin = self.linearization
         total = torch.zeros(lin.num_params, dtype=self.dtype, device=self.device)
         for rows, block in lin.jacobian_blocks(self.x):  # block shape: (c, o, p)
-            lam = output_fisher(lin(self.x[rows]), self.likelihood)  # shape: (c, o, o)
+            lam = self.likelihood.fisher(lin(self.x[rows]))  # shape: (c, o, o)
             total += torch.einsum("cap,cab,cbp->p", block, lam, block)
         return total / self.x.shape[0]
 

@@ -29,7 +29,10 @@ __all__ = [
     "TRACE_SOURCE",
     "TRACE_TRUTH",
     "TRACE_CLICK",
+    "TRACE_IDENTITY",
+    "TRACE_PREDICTIONS",
     "band_trace_name",
+    "parity_figure",
     "posterior_band_figure",
 ]
 
@@ -362,4 +365,94 @@ def posterior_band_figure(
                 hovertemplate="click to add (%{x:.2f}, %{y:.2f})<extra></extra>",
             )
         )
+    return fig
+
+
+TRACE_PREDICTIONS = "predictions"
+TRACE_IDENTITY = "y = x"
+
+
+def parity_figure(
+    y: ArrayLike,
+    mean: ArrayLike,
+    variance: ArrayLike,
+    *,
+    n_std: float = 2.0,
+    output: int = 0,
+    title: str | None = None,
+    height: int | None = 460,
+) -> go.Figure:
+    """Predicted against true values with ±``n_std``·σ error bars, for inputs of any shape.
+
+    What a posterior looks like when its inputs cannot be drawn on an axis (several input
+    columns, images): points on the diagonal are exact, bars show the predictive spread.
+
+    Parameters
+    ----------
+    y : array-like, shape (m,) or (m, o)
+        True targets.
+    mean, variance : array-like, shape (m,) or (m, o)
+        Predictive mean and variance (column ``output`` is drawn).
+    n_std : float
+        Half-length of the error bars in standard deviations.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Traces ``TRACE_IDENTITY`` (the diagonal) and ``TRACE_PREDICTIONS``.
+
+    Raises
+    ------
+    ValueError
+        If lengths differ, values are not finite, or a variance is negative.
+    """
+    if not (isinstance(n_std, (int, float)) and math.isfinite(n_std) and n_std > 0):
+        raise ValueError(f"n_std must be a positive finite number, got {n_std!r}")
+    truth = _column(y, "y", output)
+    mu = _column(mean, "mean", output)
+    var = _column(variance, "variance", output)
+    if not truth.shape[0] == mu.shape[0] == var.shape[0]:
+        raise ValueError(
+            f"y, mean and variance must have the same length, got {truth.shape[0]}, "
+            f"{mu.shape[0]} and {var.shape[0]}"
+        )
+    if truth.shape[0] == 0:
+        raise ValueError("y is empty: nothing to plot")
+    for array, name in ((truth, "y"), (mu, "mean"), (var, "variance")):
+        _check_finite(array, name)
+    if np.any(var < 0):
+        raise ValueError(f"variance must be non-negative, got minimum {var.min():.3g}")
+    half = n_std * np.sqrt(var)
+    low = float(min(truth.min(), (mu - half).min()))
+    high = float(max(truth.max(), (mu + half).max()))
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[low, high],
+            y=[low, high],
+            name=TRACE_IDENTITY,
+            mode="lines",
+            line={"color": _TRUTH, "width": 1, "dash": "dot"},
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=truth,
+            y=mu,
+            name=TRACE_PREDICTIONS,
+            mode="markers",
+            marker={"color": _BLUE, "size": 6, "opacity": 0.8},
+            error_y={"type": "data", "array": half, "color": _BAND, "thickness": 1.5},
+            hovertemplate="true %{x:.3f}<br>predicted %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=height,
+        xaxis_title="true value",
+        yaxis_title=f"predicted (mean ± {n_std:g}σ)",
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+    )
     return fig

@@ -18,6 +18,7 @@
 from ntkcore.zoo.architectures import (
     MLP,
     AlexNet,
+    ConvAutoencoder,
     HeteroscedasticMLP,
     LeNet3,
     PreResNet,
@@ -37,6 +38,7 @@ __all__ = [
     "PRESETS",
     "AlexNet",
     "ArchInfo",
+    "ConvAutoencoder",
     "CacheCorruptionWarning",
     "ExportedModel",
     "HeteroscedasticMLP",

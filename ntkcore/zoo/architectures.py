@@ -21,6 +21,7 @@ network can be differentiated with ``torch.func`` transforms.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "ConvAutoencoder",
     "SCALE_FLOOR",
     "MLP",
     "HeteroscedasticMLP",
@@ -87,8 +89,10 @@ class MLP(nn.Module):
         Input dimension.
     out_features : int
         Output dimension.
-    width : int
-        Number of units of every hidden layer.
+    width : int or sequence of int
+        Number of units of every hidden layer, or one number per hidden layer (a sequence of
+        ``depth`` widths: the equal-size, differently shaped tanh networks of Figure 3 right,
+        e.g. ``width=(10, 1000, 10)``).
     depth : int
         Number of hidden layers (each a ``Linear`` followed by the activation).  ``depth=3``
         is the "three-layer tanh MLP" of the sinusoid experiments (Maddox et al., 2021,
@@ -105,22 +109,30 @@ class MLP(nn.Module):
         self,
         in_features: int = 1,
         out_features: int = 1,
-        width: int = 40,
+        width: int | Sequence[int] = 40,
         depth: int = 3,
         activation: str = "tanh",
     ) -> None:
         super().__init__()
         in_features = _positive_int(in_features, "in_features")
         out_features = _positive_int(out_features, "out_features")
-        width = _positive_int(width, "width")
         depth = _positive_int(depth, "depth")
+        if isinstance(width, Sequence) and not isinstance(width, str):
+            if len(width) != depth:
+                raise ValueError(
+                    f"width must be one integer or {depth} (depth) per-layer widths, got "
+                    f"{list(width)!r}"
+                )
+            widths = [_positive_int(w, "width") for w in width]
+        else:
+            widths = [_positive_int(width, "width")] * depth
         layers: list[nn.Module] = []
         fan_in = in_features
-        for _ in range(depth):
-            layers += [nn.Linear(fan_in, width), _activation(activation)]
-            fan_in = width
+        for layer_width in widths:
+            layers += [nn.Linear(fan_in, layer_width), _activation(activation)]
+            fan_in = layer_width
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out_features)
+        self.head = nn.Linear(fan_in, out_features)
         self.input_shape: tuple[int, ...] = (in_features,)
         self.output_dim = out_features
 
@@ -253,6 +265,74 @@ class LeNet3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class ConvAutoencoder(nn.Module):
+    """A small convolutional autoencoder for square images (trained without labels).
+
+    ``encoder``: two 5×5 stride-2 convolutions (ReLU), a hidden dense layer (ReLU) and a
+    linear code layer; ``decoder``: dense (ReLU), dense (ReLU) and the read-out ``head`` to
+    the pixels (sigmoid, as pixels lie in [0, 1]). The forward pass returns the flattened
+    reconstruction, shape (n, channels · size²), trained with the mean squared error against
+    the flattened input. The encoder is the unsupervised feature extractor of Table 1's
+    setting (Maddox et al., 2021, Section 5, "Transferring Unsupervised Models").
+
+    Parameters
+    ----------
+    in_size : int
+        Height and width of the images (at least 13).
+    in_channels : int
+        Image channels.
+    code : int
+        Code (bottleneck) width.
+    channels : tuple of int
+        Output channels of the two convolutions.
+    hidden : int
+        Units of the encoder's and the decoder's hidden dense layers.
+    """
+
+    def __init__(
+        self,
+        in_size: int = 28,
+        in_channels: int = 1,
+        code: int = 16,
+        channels: tuple[int, int] = (8, 16),
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        in_size = _positive_int(in_size, "in_size")
+        in_channels = _positive_int(in_channels, "in_channels")
+        code = _positive_int(code, "code")
+        hidden = _positive_int(hidden, "hidden")
+        channels = tuple(channels)
+        if len(channels) != 2:
+            raise ValueError(f"channels must be a pair of positive integers, got {channels!r}")
+        c1, c2 = (_positive_int(c, "channels[i]") for c in channels)
+        side = ((in_size - 5) // 2 + 1 - 5) // 2 + 1
+        if in_size < 13 or side < 1:
+            raise ValueError(f"in_size must be at least 13 for two 5x5 stride-2 convolutions, "
+                             f"got {in_size}")
+        pixels = in_channels * in_size * in_size
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=5, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, kernel_size=5, stride=2),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, code),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(code, hidden), nn.ReLU(), nn.Linear(hidden, 4 * hidden), nn.ReLU()
+        )
+        self.head = nn.Linear(4 * hidden, pixels)
+        self.input_shape = (in_channels, in_size, in_size)
+        self.output_dim = pixels
+        self.code = code
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.head(self.decoder(self.encoder(x))))
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ class Preset:
         Keywords for ``ntkcore.data.load``.
     seed : int
         Training seed.
+    listed : bool
+        Whether app menus offer it (:func:`presets_for`); ``False`` for replicates that a page
+        uses in bulk, e.g. the Jacobian-similarity page's LeNet-3s on MNIST halves.
     """
 
     id: str
@@ -49,6 +52,7 @@ class Preset:
     hyper: Mapping[str, Any] = field(default_factory=dict)
     data_kw: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    listed: bool = True
 
     def fetch(
         self,
@@ -161,15 +165,40 @@ _WORKSHOP = (
     ),
 )
 
+# The Jacobian-similarity page's default run (Figure 5, ``jacobian_similarity`` small preset):
+# LeNet-3s on MNIST1, MNIST2 (``half=2``) and Fashion-MNIST with seeds 0-2. Seed 0 of MNIST1
+# and Fashion are the menu entries above; the hyperparameters equal the experiment's
+# ``TRAINING`` (tests/test_similarity_page.py checks that both name the same cache entries).
+_LENET_MNIST = _frozen(in_size=28, epochs=20, lr=1e-3, batch_size=128)
+_SIMILARITY = tuple(
+    Preset(
+        f"{dataset}-lenet3-seed{seed}" if seed else f"{dataset}-lenet3",
+        "lenet3",
+        name,
+        f"LeNet on {label} (seed {seed}): a Jacobian-similarity replicate",
+        _LENET_MNIST,
+        _frozen(**data_kw),
+        seed,
+        listed=False,
+    )
+    for dataset, name, data_kw, label in (
+        ("mnist", "mnist", {}, "MNIST1"),
+        ("mnist2", "mnist", {"half": 2}, "MNIST2"),
+        ("fashion-mnist", "fashion-mnist", {}, "Fashion-MNIST"),
+    )
+    for seed in (0, 1, 2)
+    if not (seed == 0 and dataset != "mnist2")  # mnist-lenet3, fashion-mnist-lenet3 above
+)
+
 #: Preset groups: name -> entries.  ``workshop`` is what the app offers on a laptop CPU.
-PRESETS: Mapping[str, tuple[Preset, ...]] = MappingProxyType({"workshop": _WORKSHOP})
+PRESETS: Mapping[str, tuple[Preset, ...]] = MappingProxyType({"workshop": _WORKSHOP + _SIMILARITY})
 
 
 def presets_for(dataset: str, group: str = "workshop") -> list[Preset]:
     """The presets of ``group`` trained on ``dataset`` (the app's architecture menu)."""
     if group not in PRESETS:
         raise ValueError(f"unknown preset group {group!r}; available: {sorted(PRESETS)}")
-    return [p for p in PRESETS[group] if p.dataset == dataset]
+    return [p for p in PRESETS[group] if p.dataset == dataset and p.listed]
 
 
 def preset(preset_id: str) -> Preset:

@@ -13,6 +13,7 @@ from torch import nn
 from ntkcore.zoo.architectures import (
     MLP,
     AlexNet,
+    ConvAutoencoder,
     HeteroscedasticMLP,
     LeNet3,
     PreResNet,
@@ -139,6 +140,16 @@ def _resnet_task(shape: tuple[int, ...], out: int) -> dict[str, Any]:
     return {"in_channels": channels, "in_size": size, "num_classes": out}
 
 
+def _autoencoder_task(shape: tuple[int, ...], out: int) -> dict[str, Any]:
+    channels, size = _square_image(shape, "autoencoder")
+    if out != channels * size * size:
+        raise ValueError(
+            f"autoencoder reconstructs its input: it needs {channels * size * size} outputs "
+            f"(channels x size x size), the task has {out}"
+        )
+    return {"in_channels": channels, "in_size": size}
+
+
 def _alexnet_task(shape: tuple[int, ...], out: int) -> dict[str, Any]:
     if tuple(shape) != (3, 32, 32):
         raise ValueError(f"alexnet needs 32x32 RGB images (3, 32, 32), the dataset has {shape}")
@@ -146,10 +157,14 @@ def _alexnet_task(shape: tuple[int, ...], out: int) -> dict[str, Any]:
 
 
 _REGRESSION = frozenset({"regression"})
+#: Unsupervised: the targets are the flattened inputs (mean squared reconstruction error).
+_RECONSTRUCTION = frozenset({"reconstruction"})
 _CLASSIFICATION = frozenset({"classification"})
 _BOTH = _REGRESSION | _CLASSIFICATION
 _MLP_TRAIN = {"epochs": 2000, "lr": 1e-2, "batch_size": None, "schedule": "cosine"}
 _CNN_TRAIN = {"epochs": 10, "lr": 1e-3, "batch_size": 128, "schedule": "cosine"}
+_AUTOENCODER_TRAIN = {"epochs": 30, "lr": 2e-3, "batch_size": 128, "schedule": "cosine",
+                      "loss": "mse"}
 _CIFAR_TRAIN = {
     "epochs": 30,
     "lr": 1e-3,
@@ -190,6 +205,17 @@ _SPECS: dict[str, ArchSpec] = {
             _BOTH,
             _lenet_task,
             _CNN_TRAIN,
+        ),
+        ArchSpec(
+            "autoencoder",
+            ConvAutoencoder,
+            {},
+            "Convolutional autoencoder (two strided 5x5 convolutions, a 16-unit code): "
+            "trained without labels",
+            "reconstructed pixels, flattened (channels x size x size); loss: mean squared error",
+            _RECONSTRUCTION,
+            _autoencoder_task,
+            _AUTOENCODER_TRAIN,
         ),
         ArchSpec(
             "preresnet20",

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ntkcore.parameters import ParameterFilter, select_parameters
 from ntkcore.zoo.architectures import softplus_scale
 
 __all__ = ["LOSSES", "FULL_BATCH_MAX", "TrainRecord", "evaluate_loss", "seeded", "train"]
@@ -235,6 +236,7 @@ def train(
     seed: int = 0,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
+    params: ParameterFilter = None,
 ) -> tuple[nn.Module, TrainRecord]:
     """Train ``model`` in place on ``(x, y)``, deterministically for a given ``seed``.
 
@@ -270,6 +272,12 @@ def train(
         Called with the fraction of training done, from 0.0 to 1.0 (about 100 calls).
     device : torch.device or str, optional
         Where to train; defaults to the device of the model's parameters.
+    params : None, str, iterable of str, or callable
+        Which parameters to train, as for :func:`ntkcore.select_parameters` (``None``:
+        every parameter with ``requires_grad``; ``"head"``: the read-out layer only, the
+        last-layer retraining baseline of the paper's Section 5). The others keep their
+        values: their ``requires_grad`` is switched off while training (so no gradient is
+        computed for them) and restored afterwards.
 
     Returns
     -------
@@ -293,13 +301,48 @@ def train(
         raise ValueError("x and y must be torch tensors")
     x = x.to(device, dtype=first.dtype) if x.is_floating_point() else x.to(device)
     y = _prepare(model, x, y.to(device), loss)
+    chosen = set(select_parameters(model, params))
+    frozen = [
+        (p, p.requires_grad) for name, p in model.named_parameters() if name not in chosen
+    ]
+    trainable = [p for name, p in model.named_parameters() if name in chosen]
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        return _train_loop(
+            model, x, y, trainable, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
+            optimizer=optimizer, weight_decay=weight_decay, schedule=schedule, seed=seed,
+            progress=progress, device=device,
+        )
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+
+
+def _train_loop(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: list[nn.Parameter],
+    *,
+    loss: str,
+    epochs: int,
+    lr: float,
+    batch_size: int | None,
+    optimizer: str,
+    weight_decay: float,
+    schedule: str,
+    seed: int,
+    progress: Progress | None,
+    device: torch.device,
+) -> tuple[nn.Module, TrainRecord]:
+    """The optimization loop of :func:`train` over ``params`` (inputs already validated)."""
     n = x.shape[0]
     bs = min(batch_size or (n if n <= FULL_BATCH_MAX else _AUTO_BATCH), n)
     steps_per_epoch = math.ceil(n / bs)
     total_steps = epochs * steps_per_epoch
     report_every = max(1, total_steps // 100)
 
-    params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     else:

@@ -80,11 +80,15 @@ class AppClient:
         ``http://host:port`` of the server.
     page : str
         URL path of the page (``""`` for the default page).
+    query : str
+        The URL's query string (without ``?``), as a link with widget values bound to the URL
+        carries it.
     """
 
-    def __init__(self, url: str, page: str = "") -> None:
+    def __init__(self, url: str, page: str = "", query: str = "") -> None:
         self.url = url.rstrip("/")
         self.page = page
+        self.query = query
         self.ws: Any = None
         self.widgets: dict[str, Any] = {}  # label -> latest proto
         self.states: dict[str, WidgetState] = {}  # widget id -> state we set
@@ -92,8 +96,6 @@ class AppClient:
         self._current: Run | None = None
         self._reader: asyncio.Task | None = None
         self._finished = asyncio.Event()
-        self.page_hashes: dict[str, str] = {}
-        self.page_hash = ""
         self.closed: BaseException | None = None
 
     async def connect(self) -> None:
@@ -128,9 +130,6 @@ class AppClient:
             msg.ParseFromString(data)
             kind = msg.WhichOneof("type")
             if kind == "new_session":
-                ns = msg.new_session
-                self.page_hashes = {p.url_pathname: p.page_script_hash for p in ns.app_pages}
-                self.page_hash = ns.page_script_hash
                 self._current = Run(started=time.perf_counter())
                 self.runs.append(self._current)
             elif kind == "delta" and self._current is not None:
@@ -178,8 +177,9 @@ class AppClient:
         """Ask for a script run with the widget values set so far; returns the send time."""
         msg = BackMsg()
         cs = msg.rerun_script
-        cs.query_string = ""
-        cs.page_script_hash = self.page_hashes.get(self.page, self.page_hash)
+        cs.query_string = self.query
+        # The page is named by its URL path; st.navigation resolves it on every run.
+        cs.page_script_hash = ""
         cs.page_name = self.page
         for state in self.states.values():
             cs.widget_states.widgets.append(state)

@@ -8,7 +8,9 @@ previous run, as a browser does. Meanwhile a probe asks the server's health endp
 0.25 s and the server's memory is sampled. At the end every user sets a final value of its
 own and waits for the page to show it; the figure's context points are then checked against
 the library's own ``data.load(...).context(n)`` for that user's seed — a run that mixed two
-sessions' state, or a session left showing a stale figure, fails the check.
+sessions' state, or a session left showing a stale figure, fails the check. Every fifth user
+instead presses Run on the Timing page (a tiny sweep, heavy compute slot) again and again;
+each of its runs must finish with the page's result.
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ __all__ = ["LoadReport", "run_room"]
 
 SLIDER = "Context points"
 SEED = "Target task (seed)"
+#: The Timing page with tiny sweep options (a link carries them: widgets are bound to the URL).
+RUN_PAGE = "timing"
+RUN_QUERY = "sizes=50&sizes=100&hidden=2&methods=function&methods=parameter-fd&test_points=50"
+#: Every RUNNER_EVERY-th user presses Run on the Timing page instead of holding a slider.
+RUNNER_EVERY = 5
 
 
 @dataclass
 class UserResult:
     user: int
     seed: int
+    role: str = "slider"
     interactions: int = 0
     latencies: list[float] = field(default_factory=list)  # request -> next finished run
     runs: int = 0
@@ -56,7 +64,10 @@ class LoadReport:
     seconds: float
 
     def summary(self) -> dict[str, Any]:
-        lat = sorted(x for u in self.users for x in u.latencies)
+        sliders = [u for u in self.users if u.role == "slider"]
+        runners = [u for u in self.users if u.role == "runner"]
+        lat = sorted(x for u in sliders for x in u.latencies)
+        run_lat = sorted(x for u in runners for x in u.latencies)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]) if lat else (lambda q: None)
         return {
             "users": len(self.users),
@@ -65,6 +76,10 @@ class LoadReport:
             "latency_p50_s": pct(0.5),
             "latency_p95_s": pct(0.95),
             "latency_max_s": lat[-1] if lat else None,
+            "runners": len(runners),
+            "runs_pressed": sum(u.interactions for u in runners),
+            "run_seconds_median": statistics.median(run_lat) if run_lat else None,
+            "run_seconds_max": run_lat[-1] if run_lat else None,
             "health_probes": len(self.health),
             "health_max_s": max(self.health) if self.health else None,
             "health_median_s": statistics.median(self.health) if self.health else None,
@@ -94,6 +109,41 @@ def _context_matches(run: Run, seed: int, n: int) -> tuple[bool, str]:
     if not np.allclose(x, expected, rtol=1e-6, atol=1e-6):
         return False, "context points of another task (seed) shown"
     return True, ""
+
+
+async def _finish(result: UserResult, client: AppClient) -> None:
+    """Count the session's finished runs and collect what its pages showed as errors."""
+    result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
+    for run in client.runs:
+        result.exceptions += run.exceptions + run.errors
+    await client.close()
+
+
+async def _runner(url: str, user: int, duration: float) -> UserResult:
+    """Press Run on the Timing page (tiny sweep) again and again; each run must finish."""
+    result = UserResult(user, seed=-1, role="runner")
+    client = AppClient(url, page=RUN_PAGE, query=RUN_QUERY)
+
+    def done(run: Run) -> bool:
+        return "Points measured" in run.metrics()
+
+    try:
+        await client.connect()
+        sent = await client.rerun()
+        await client.wait_finished(300, since=sent)
+        end = time.perf_counter() + duration
+        while time.perf_counter() < end:
+            client.set("Run", True)
+            sent = await client.rerun()
+            result.interactions += 1
+            await client.wait_finished(300, since=sent, check=done)
+            result.latencies.append(time.perf_counter() - sent)
+        result.final_ok = True
+    except (TimeoutError, ConnectionError, OSError) as err:
+        result.final_problem = f"{type(err).__name__}: {err}"
+    finally:
+        await _finish(result, client)
+    return result
 
 
 async def _user(url: str, user: int, duration: float, interval: float) -> UserResult:
@@ -144,10 +194,7 @@ async def _user(url: str, user: int, duration: float, interval: float) -> UserRe
     except (TimeoutError, ConnectionError, OSError) as err:  # the session did not get through
         result.final_problem = f"{type(err).__name__}: {err}"
     finally:
-        result.runs = sum(r.status == "FINISHED_SUCCESSFULLY" for r in client.runs)
-        for run in client.runs:
-            result.exceptions += run.exceptions + run.errors
-        await client.close()
+        await _finish(result, client)
     return result
 
 
@@ -164,7 +211,12 @@ def run_room(
     t0 = time.perf_counter()
 
     async def room() -> list[UserResult]:
-        users_ = (_user(server.url, i, duration, interval) for i in range(users))
+        users_ = (
+            _runner(server.url, i, duration)
+            if i % RUNNER_EVERY == RUNNER_EVERY - 1
+            else _user(server.url, i, duration, interval)
+            for i in range(users)
+        )
         return await asyncio.gather(*users_)
 
     try:
