@@ -141,6 +141,31 @@ class Linearization:
         assert self._output_dim is not None
         return self._output_dim
 
+    def to_dtype(self, dtype: torch.dtype) -> Linearization:
+        """This linearization at the same θ in another floating dtype.
+
+        The snapshots (θ, the fixed parameters, the floating buffers) are cast; the module
+        is shared, since :meth:`functional_forward` replaces all of its parameters and
+        buffers (a module computing with other float tensors of its own then fails with a
+        ``ValueError`` on first use). Mixed-precision solves use a float64 copy of a
+        float32 network for their residuals (:func:`ntkcore.adapt`).
+        """
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        if dtype == self.dtype:
+            return self
+        twin = Linearization.__new__(Linearization)
+        twin.__dict__.update(self.__dict__)
+        with torch.no_grad():
+            twin._theta = {k: t.to(dtype) for k, t in self._theta.items()}
+            twin._fixed = {
+                k: t.to(dtype) if t.is_floating_point() else t for k, t in self._fixed.items()
+            }
+        twin.dtype = dtype
+        twin._saved_bytes = {}
+        twin._reused = OrderedDict()
+        return twin
+
     def __repr__(self) -> str:
         return (
             f"Linearization({type(self.model).__name__}, p={self.num_params}, "

@@ -19,25 +19,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ntkcore.fisher import fisher_vp
-from ntkcore.jacobian_at import CACHES, JacobianAt
+from ntkcore.jacobian_at import CACHES
 from ntkcore.linearization import Linearization, as_linearization, as_real_tensor
 from ntkcore.memory import available_memory as _free_memory
-from ntkcore.solvers.cg import conjugate_gradients
-from ntkcore.solvers.nystrom import (
-    NystromApproximation,
-    NystromPreconditioner,
-    largest_eigenvalue,
-)
-from ntkcore.solvers.slq import logdet_slq
-from ntkcore.spectral import SpectralGram
+from ntkcore.strategies import FITS, FitOptions, FitProblem, dense_spectrum
+from ntkcore.strategies.precision import REFINEMENTS
+from ntkcore.variance import VARIANCE_MODES, VarianceCorrector, describe_accuracy
 
 __all__ = [
     "Posterior",
@@ -48,18 +42,9 @@ __all__ = [
     "dense_spectrum",
 ]
 
-STRATEGIES = ("auto", "dense", "function", "parameter")
+STRATEGIES = ("auto", *FITS)
 MEANS = ("network", "zero")
 FISHER_PRODUCTS = ("exact", "fd")
-# Transient bytes of one group of float32 reverse products or one column block of the
-# triangular solve while the (1 + r) × p float64 covariance block is filled.
-_WIDE_GROUP_BYTES = 2**30
-
-
-def _factor_rank_cap(p: int, device: torch.device) -> int:
-    """The largest rank r whose (1 + r) × p float64 covariance block fits in half the free
-    memory of ``device`` (the other half for products and the test Jacobians)."""
-    return int(_free_memory(device) // 2 // (8 * p)) - 1
 
 
 def _stacked(weights: Tensor, factor: Tensor) -> Tensor:
@@ -77,8 +62,9 @@ def _stacked(weights: Tensor, factor: Tensor) -> Tensor:
     ):
         return weights.as_strided((1 + factor.shape[0], p), (p, 1))
     return torch.cat([weights.unsqueeze(0), factor], dim=0)
+
+
 _F64 = torch.float64
-_INITIAL_RANK = 32  # first block of the adaptive Nyström sketch
 
 
 @dataclass(frozen=True)
@@ -91,10 +77,22 @@ class Prediction:
         Shape (m, o).
     variance : Tensor or None
         Shape (m, o), non-negative; None when variances were not requested.
+    diagnostics : Mapping
+        How the variances were computed and how accurate they are (empty when built by
+        hand, as in ``Prediction(mean, variance)``). From :meth:`Posterior.predict`:
+        ``variance_mode`` (``"accurate"``, ``"fast"`` or None), ``variance_method``
+        (``"exact"``: dense or a basis spanning min(n·o, p); ``"low-rank"``: the cached
+        Galerkin factor, an upper bound; ``"block-cg"``: brackets by block CG),
+        ``variance_error_bound`` (largest relative error over the test outputs),
+        ``variance_error_kind`` (``"bound"``: certified by the bracket, up to the
+        products' rounding; ``"estimate"``: δ from power iteration), ``variance_accuracy``
+        (one short sentence for display), ``variance_iterations``, ``variance_products``,
+        ``variance_converged``, ``variance_seconds`` and ``variance_products_dtype``.
     """
 
     mean: Tensor
     variance: Tensor | None
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def stddev(self) -> Tensor:
@@ -165,8 +163,15 @@ class Posterior:
         ``strategy``, ``reason``, ``iterations``, ``residual`` (max true relative residual),
         ``residuals``, ``converged``, ``tolerance``, ``seconds``, ``variance_rank``,
         ``exact_variance`` and more; matrix-free strategies add the Nyström sketch's
-        ``rank_mode``, ``rank_rounds``, ``rank_stop``, ``solver_rank`` and
-        ``variance_error_estimate`` (see :func:`adapt`).
+        ``rank_mode``, ``rank_rounds``, ``rank_stop``, ``solver_rank``,
+        ``variance_error_estimate``, and the solve's precision (``residual_dtype``,
+        ``float64_residual``, ``refinements``, ``refinement_reason``; see :func:`adapt`).
+
+    Notes
+    -----
+    A matrix-free posterior whose variance basis does not span the problem keeps its
+    products at the training inputs (the cached forward pass, ``lin.at(x)``) for accurate
+    variances at predict time.
     """
 
     linearization: Linearization
@@ -181,6 +186,9 @@ class Posterior:
     _factor_form: str = field(repr=False)
     _lml: Callable[[], tuple[float, float]] = field(repr=False)
     _lml_cache: tuple[float, float] | None = field(default=None, repr=False)
+    # Block CG on the training products for accurate variances (None: the factor is exact)
+    _variance_corrector: VarianceCorrector | None = field(default=None, repr=False)
+    _variance_mode: str = field(default="accurate", repr=False)
 
     @property
     def strategy(self) -> str:
@@ -195,14 +203,38 @@ class Posterior:
         """
         return self._factor, self._factor_form
 
-    def predict(self, x: Tensor, *, variance: bool = True) -> Prediction:
+    def predict(self, x: Tensor, *, variance: bool | str = True) -> Prediction:
         """Latent predictive mean and variance at ``x`` (Eq. 3), each of shape (m, o).
 
+        Parameters
+        ----------
+        x : Tensor
+            Test inputs, shape (m, *input_shape).
+        variance : bool or {"accurate", "fast"}
+            ``True``: the mode chosen at :func:`adapt` (``variance=``, default
+            ``"accurate"``); ``False``: means only. ``"fast"``: the cached low-rank factor
+            alone — an upper bound, at most (1 + δ)× the exact variance
+            (``diagnostics["variance_error_bound"]`` of the posterior). ``"accurate"``:
+            within ``variance_rtol`` (adapt's, default 1e-2) of the exact variance: exact
+            when the factor is (dense, or a basis spanning min(n·o, p)); the fast value
+            when the bound δ already guarantees it; otherwise each variance is bracketed
+            by block preconditioned CG over the test outputs on the training products
+            (:mod:`ntkcore.variance`) and the bracket's midpoint returned — a few
+            products per test output, more on slowly decaying spectra
+            (``benchmarks/RESULTS.md``, "Variance accuracy").
+
+        Returns
+        -------
+        Prediction
+            ``diagnostics`` says which method gave the variances and their accuracy.
+
+        Notes
+        -----
         Variances come from per-sample Jacobians J* of the test points (batched with
         ``vmap``, in blocks bounded by the linearization's ``chunk_size``) and the cached
-        covariance factor F (r × p): no linear solve per test point. Per block, one
-        float64 GEMM [w̄; F] J*ᵀ gives the means and the projections, and
-        var = s² (‖J*‖² − ‖F J*ᵀ‖²) (or s² ‖F J*ᵀ‖² for the direct form).
+        covariance factor F (r × p). Per block, one float64 GEMM [w̄; F] J*ᵀ gives the
+        means and the projections, and var = s² (‖J*‖² − ‖F J*ᵀ‖²) (or s² ‖F J*ᵀ‖² for
+        the direct form).
 
         The GEMM stays in float64 even for float32 models. The subtraction cancels
         where the posterior variance is far below the prior variance, and a float32 GEMM
@@ -212,17 +244,33 @@ class Posterior:
         into one reused float64 buffer: a fresh float64 tensor per block cost 12× the copy
         in page faults on the CPU (370 ms vs 30 ms for 203 × 330k).
         """
+        mode = self._variance_mode if variance is True else variance
+        if mode is not False and mode not in VARIANCE_MODES:
+            raise ValueError(
+                f"variance must be True, False or one of {VARIANCE_MODES}, got {variance!r}"
+            )
         lin = self.linearization
         x = lin.prepare_inputs(x)
         prior_mean = lin(x) if self.mean_type == "network" else None
         w = self.weights
-        if not variance:
+        diagnostics: dict[str, Any] = {"variance_mode": mode or None}
+        if mode is False:
             mean = lin.jvp(x, w.to(lin.dtype)).to(_F64)
         else:
-            means, variances = [], []
+            t0 = time.perf_counter()
+            corrector = self._variance_corrector
+            correct = (
+                mode == "accurate"
+                and corrector is not None
+                and not corrector.fast_is_accurate
+            )
+            means, variances, errors = [], [], []
+            iterations = products = 0
+            converged = True
             rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
-            for _, block in lin.jacobian_blocks(x):
+            jac_lin = corrector.test_linearization(lin) if correct and corrector else lin
+            for _, block in jac_lin.jacobian_blocks(x):
                 c, o, p = block.shape
                 b = block.reshape(c * o, p)
                 if b.dtype != _F64:
@@ -236,14 +284,67 @@ class Posterior:
                     v = torch.linalg.vector_norm(b, dim=-1).square() - proj
                 else:
                     v = proj
-                variances.append((self.prior_variance * v).clamp_min(0.0).reshape(c, o))
+                v = (self.prior_variance * v).clamp_min(0.0)
+                if correct:
+                    assert corrector is not None
+                    out = corrector.correct(b, v)
+                    v = out.variance
+                    errors.append(out.error_bound)
+                    iterations = max(iterations, out.iterations)
+                    products += out.products
+                    converged = converged and out.converged
+                variances.append(v.reshape(c, o))
             mean = torch.cat(means, 0)
+            diagnostics.update(
+                self._variance_diagnostics(
+                    mode, correct, errors, iterations, products, converged,
+                    time.perf_counter() - t0,
+                )
+            )
         out_mean = mean if prior_mean is None else mean + prior_mean.to(_F64)
-        out_var = torch.cat(variances, 0) if variance else None
+        out_var = torch.cat(variances, 0) if mode is not False else None
         dtype = lin.dtype
         return Prediction(
-            mean=out_mean.to(dtype), variance=None if out_var is None else out_var.to(dtype)
+            mean=out_mean.to(dtype),
+            variance=None if out_var is None else out_var.to(dtype),
+            diagnostics=diagnostics,
         )
+
+    def _variance_diagnostics(
+        self,
+        mode: str,
+        corrected: bool,
+        errors: list[Tensor],
+        iterations: int,
+        products: int,
+        converged: bool,
+        seconds: float,
+    ) -> dict[str, Any]:
+        corrector = self._variance_corrector
+        if corrector is None:
+            method, bound, kind = "exact", 0.0, "bound"
+        elif corrected:
+            method, kind = "block-cg", "bound"
+            bound = float(torch.cat(errors).max()) if errors else 0.0
+        else:
+            method, bound, kind = "low-rank", corrector.bound, "estimate"
+        return {
+            "variance_method": method,
+            "variance_error_bound": bound,
+            "variance_error_kind": kind,
+            "variance_accuracy": describe_accuracy(
+                method, bound, kind=kind, iterations=iterations, converged=converged
+            ),
+            "variance_iterations": iterations,
+            "variance_products": products,
+            "variance_converged": converged,
+            "variance_seconds": seconds,
+            "variance_products_dtype": (
+                str(corrector.product_dtype).replace("torch.", "") if corrected and corrector
+                else None
+            ),
+            "variance_rtol": None if corrector is None else corrector.rtol,
+        }
 
     def log_marginal_likelihood(self) -> float:
         """log p(y | X, σ², s²) of the finite-NTK GP.
@@ -289,318 +390,6 @@ def _validate_targets(lin: Linearization, x: Tensor, y: Tensor) -> Tensor:
     return y
 
 
-def _lml_gaussian(quad: float, logdet: float, n_obs: int) -> float:
-    return -0.5 * quad - 0.5 * logdet - 0.5 * n_obs * math.log(2 * math.pi)
-
-
-# --------------------------------------------------------------------------- strategies
-def dense_spectrum(jac: Tensor, resid: Tensor) -> tuple[SpectralGram, Tensor]:
-    """Eigendecomposition of the smaller Gram matrix of an explicit Jacobian.
-
-    Parameters
-    ----------
-    jac : Tensor
-        J, shape (N, p), float64.
-    resid : Tensor
-        r, shape (N,), float64.
-
-    Returns
-    -------
-    spectral : SpectralGram
-        In function space (K = J Jᵀ = Q Λ Qᵀ) when N <= p, else in weight space
-        (JᵀJ = V Λ Vᵀ).
-    eigenvectors : Tensor
-        Q (N × N) or V (p × p).
-    """
-    n_obs, p = jac.shape
-    if n_obs <= p:
-        lam, vecs = torch.linalg.eigh(jac @ jac.mT)
-        proj = vecs.mT @ resid
-        space = "function"
-    else:
-        lam, vecs = torch.linalg.eigh(jac.mT @ jac)
-        proj = vecs.mT @ (jac.mT @ resid)
-        space = "parameter"
-    spectral = SpectralGram(lam.clamp_min(0.0), proj, float(resid @ resid), n_obs, space)
-    return spectral, vecs
-
-
-def _fit_dense(
-    lin: Linearization, x: Tensor, resid: Tensor, s2: float, sigma2: float
-) -> tuple[Tensor, Tensor, str, SpectralGram, dict[str, Any]]:
-    """Exact posterior from the explicit Jacobian and an eigendecomposition."""
-    c = sigma2 / s2
-    jac = lin.jacobian(x).reshape(-1, lin.num_params).to(_F64)  # shape: (N, p)
-    r = resid.reshape(-1).to(_F64)
-    spectral, vecs = dense_spectrum(jac, r)
-    lam, proj = spectral.eigenvalues, spectral.projections
-    if spectral.space == "function":
-        # Eq. 3 with K = J Jᵀ = Q Λ Qᵀ: w̄ = Jᵀ Q (Λ + c)⁻¹ Qᵀ r and
-        # Σ = s² (I − Jᵀ Q (Λ + c)⁻¹ Qᵀ J) = s² (I − FᵀF), F = (Λ + c)^{-1/2} Qᵀ J.
-        weights = jac.mT @ (vecs @ (proj / (lam + c)))
-        factor = (vecs.mT @ jac) / (lam + c).sqrt().unsqueeze(-1)
-        return weights, factor, "subtract", spectral, {"space": "function"}
-    # Eq. 2 with JᵀJ = V Λ Vᵀ: w̄ = V (Λ + c)⁻¹ Vᵀ Jᵀ r and
-    # Σ = σ² V (Λ + c)⁻¹ Vᵀ = s² FᵀF, F = √c (Λ + c)^{-1/2} Vᵀ.
-    weights = vecs @ (proj / (lam + c))
-    factor = (math.sqrt(c) / (lam + c).sqrt()).unsqueeze(-1) * vecs.mT
-    return weights, factor, "direct", spectral, {"space": "parameter"}
-
-
-def _fit_iterative(
-    at_x: JacobianAt,
-    resid: Tensor,
-    s2: float,
-    sigma2: float,
-    *,
-    space: str,
-    tol: float,
-    max_iter: int,
-    rank: int | str,
-    seed: int,
-    fisher: str = "exact",
-    max_rank: int = 512,
-    variance_tol: float = 0.1,
-) -> tuple[Tensor, Tensor, Callable[[], tuple[float, float]], dict[str, Any]]:
-    """Matrix-free posterior: Nyström-preconditioned CG in function or weight space.
-
-    Every product is at the training inputs through ``at_x`` (``lin.at(x)``), which keeps
-    the forward pass (and, on the CPU, the traced tangent program) across the sketch, CG
-    and the variance factor.
-
-    ``rank="auto"`` grows the sketch (blocks of 32, doubling, at most ``max_rank``) until
-    its smallest eigenvalue λ̂_r <= c · min(1, ``variance_tol``); see :func:`adapt`.
-    """
-    c = sigma2 / s2
-    n, o = resid.shape
-    lin = at_x.linearization
-    n_obs, p = n * o, lin.num_params
-    dtype = lin.dtype
-
-    def jvp_cols(v: Tensor) -> Tensor:  # (p, k) -> (N, k)
-        return at_x.jvp(v.mT).reshape(v.shape[-1], -1).mT
-
-    def vjp_cols(u: Tensor) -> Tensor:  # (N, k) -> (p, k)
-        return at_x.vjp(u.mT.reshape(u.shape[-1], n, o)).mT
-
-    def kernel(v: Tensor) -> Tensor:  # J Jᵀ v, (N, k) -> (N, k)
-        return jvp_cols(vjp_cols(v))
-
-    if space == "function":
-        dim = n_obs
-        gram = kernel
-        rhs = resid.reshape(-1, 1)
-    elif fisher == "exact":
-        dim = p
-
-        def gram(v: Tensor) -> Tensor:  # Jᵀ J v
-            return vjp_cols(jvp_cols(v))
-    else:
-        dim = p
-
-        def gram(v: Tensor) -> Tensor:  # Jᵀ J v = n F v, F by finite differences (Eq. 5)
-            return n * fisher_vp(at_x, None, v.mT, likelihood="gaussian", method="fd").mT
-
-    if space == "parameter":
-        rhs = vjp_cols(resid.reshape(-1, 1))
-
-    def system(v: Tensor) -> Tensor:
-        return gram(v) + c * v
-
-    def exact_system(v: Tensor) -> Tensor:  # for the residual check of fd products
-        return vjp_cols(jvp_cols(v)) + c * v
-
-    # The sketch is always of the kernel J Jᵀ in function space (N × N), also for the
-    # weight-space system: JᵀJ has the same non-zero spectrum but lives in p dimensions,
-    # where a float32 sketch resolves it poorly (MLP, p = 50,901, N = 1,000: λ̂₃₂/c = 2.1
-    # in weight space against 7.4 in function space and λ₃₂/c = 8.0 from eigvalsh; in
-    # float64 both agree), which stopped rank="auto" too early.
-    gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    # In weight space at most rank(J) <= min(N, p) columns carry information; in function
-    # space with N > p the sketch still needs all N so that λ̂_r = 0 and the
-    # preconditioner sends the null space of J Jᵀ to the shift (condition number 1).
-    sketch_cap = n_obs if space == "function" else min(n_obs, p)
-    # The covariance factor [w̄; F] is (1 + r) × p float64 and must fit in half the free
-    # memory (p = 10⁸ on one H200: r <= ~80; a rank-256 factor would need 190 GiB).
-    memory_cap = _factor_rank_cap(p, lin.device)
-    if rank != "auto" and min(rank, sketch_cap) > memory_cap:
-        raise ValueError(
-            f"rank={rank} needs a ({min(rank, sketch_cap) + 1} × {p}) float64 covariance "
-            f"factor ({(min(rank, sketch_cap) + 1) * p * 8 / 2**30:.0f} GiB), more than half "
-            f"the free memory allows (rank <= {memory_cap}); lower rank or use rank='auto'"
-        )
-    memory_capped = rank == "auto" and min(max_rank, sketch_cap) > memory_cap
-    if memory_capped:
-        max_rank = max(1, memory_cap)
-    if rank == "auto":
-        nystrom = NystromApproximation.adaptive(
-            kernel, n_obs, threshold=c * min(1.0, variance_tol), initial_rank=_INITIAL_RANK,
-            max_rank=min(max_rank, sketch_cap), dtype=dtype, device=lin.device, generator=gen,
-        )
-    else:
-        assert isinstance(rank, int)
-        nystrom = NystromApproximation(
-            kernel, n_obs, min(rank, sketch_cap), dtype=dtype, device=lin.device, generator=gen
-        )
-    basis = nystrom.eigenvectors  # U, shape (N, r), orthonormal
-    if space == "function":
-        precond = NystromPreconditioner(nystrom, c)
-    else:
-        # Weight space: JᵀJ ⪰ Jᵀ U Uᵀ J = W Wᵀ (W = JᵀU, p × r), whose eigenpairs (the thin
-        # SVD of W) precondition JᵀJ + cI as a Nyström approximation would; W is also the
-        # variance factor's UᵀJ below.
-        w_cols = vjp_cols(basis.to(dtype)).to(_F64)  # shape: (p, r)
-        v_w, s_w, _ = torch.linalg.svd(w_cols, full_matrices=False)
-        precond = NystromPreconditioner(
-            NystromApproximation.from_eigenpairs(v_w, s_w.square(), dtype=dtype), c
-        )
-    t_sketch = time.perf_counter() - t0
-    z, info = conjugate_gradients(
-        system,
-        rhs,
-        preconditioner=precond.solve,
-        tol=tol,
-        max_iter=max_iter,
-        what=f"{space}-space system (JJᵀ + cI)" if space == "function" else "weight-space system",
-        residual_matmul=exact_system if space == "parameter" and fisher == "fd" else None,
-    )
-    # Galerkin factor: Jᵀ U (UᵀJJᵀU + cI)⁻¹ UᵀJ ⪯ Jᵀ (JJᵀ + cI)⁻¹ J, so the variance
-    # below is an upper bound that is exact when U spans range(J).
-    # [w̄; UᵀJ] in one float64 block, (1 + r) × p: predict multiplies it with the test
-    # Jacobians in one GEMM, and the factor F = L⁻¹ UᵀJ overwrites UᵀJ column block by
-    # column block (no second r × p copy: what lets p reach 10⁸ on one GPU).
-    rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=lin.device)
-    if space == "function":
-        # w̄ = Jᵀz and UᵀJ by batched reverse passes, a group of columns at a time
-        cols = torch.cat([z, basis.to(dtype)], dim=1)  # shape: (N, 1 + r)
-        group = max(1, min(cols.shape[1], _WIDE_GROUP_BYTES // (p * cols.element_size())))
-        for s in range(0, cols.shape[1], group):
-            rows[s : s + group].copy_(vjp_cols(cols[:, s : s + group]).mT)
-    else:
-        rows[0].copy_(z.reshape(-1))
-        rows[1:].copy_(w_cols.mT)  # shape: (r, p) = UᵀJ
-        del w_cols
-    weights, w_rows = rows[0], rows[1:]
-    core = w_rows @ w_rows.mT + c * torch.eye(w_rows.shape[0], dtype=_F64, device=lin.device)
-    chol = torch.linalg.cholesky(core)
-    block = max(1, _WIDE_GROUP_BYTES // (8 * w_rows.shape[0]))
-    for s in range(0, p, block):
-        w_rows[:, s : s + block] = torch.linalg.solve_triangular(
-            chol, w_rows[:, s : s + block], upper=False
-        )
-    factor = w_rows  # shape: (r, p), F = L⁻¹ UᵀJ
-    exact_variance = basis.shape[1] >= min(n_obs, p)
-    # The Galerkin covariance is Σ̂ = s²(I + JᵀPJ/c)⁻¹ with P = UUᵀ, the exact one
-    # Σ = s²(I + JᵀJ/c)⁻¹; since I + JᵀJ/c ⪯ (1 + δ)(I + JᵀPJ/c) with
-    # δ = ‖(I − P) J Jᵀ (I − P)‖₂ / c, Σ̂ ⪯ (1 + δ) Σ: no variance is overestimated by more
-    # than the factor 1 + δ. δ by four steps of block power iteration (16 products).
-    variance_bound = 0.0
-    if not exact_variance:
-        u64 = basis.to(_F64)
-
-        def tail_kernel(v: Tensor) -> Tensor:  # (I − P) J Jᵀ (I − P) v
-            v64 = v.to(_F64)
-            v64 = v64 - u64 @ (u64.mT @ v64)
-            kv = kernel(v64.to(dtype)).to(_F64)
-            return kv - u64 @ (u64.mT @ kv)
-
-        variance_bound = largest_eigenvalue(
-            tail_kernel, n_obs, dtype=dtype, device=lin.device,
-            generator=torch.Generator().manual_seed(seed + 2),
-        ) / c
-
-    r64 = resid.reshape(-1).to(_F64)
-    rhs64, z64 = rhs.reshape(-1).to(_F64), z.reshape(-1).to(_F64)
-    if space == "function":
-        quad = float(r64 @ z64) / s2  # rᵀ K̂⁻¹ r with K̂ = s²(JJᵀ + cI), z = (JJᵀ + cI)⁻¹ r
-    else:
-        quad = (float(r64 @ r64) - float(rhs64 @ z64)) / sigma2
-
-    def lml() -> tuple[float, float]:
-        # log|s² JJᵀ + σ² I_N| = N log s² + log|G + cI_d| (+ (N − p) log c in weight space)
-        est, se = logdet_slq(
-            lambda v: precond.inv_sqrt(system(precond.inv_sqrt(v))),
-            dim,
-            dtype=dtype,
-            device=lin.device,
-            generator=torch.Generator().manual_seed(seed + 1),
-        )
-        logdet = n_obs * math.log(s2) + precond.logdet() + est
-        if space == "parameter":
-            logdet += (n_obs - p) * math.log(c)
-        return _lml_gaussian(quad, logdet, n_obs), 0.5 * se
-
-    # λ̂_r / c estimates the largest relative overestimate of a variance: a direction
-    # left out of the basis with eigenvalue λ contributes λ/(λ + c) of its prior variance
-    # to the error and c/(λ + c) to the variance (exact eigenvectors; see adapt). A λ̂_r
-    # of 0 only says that the tail lies below the sketch's resolution ν.
-    resolved_tail = nystrom.smallest if nystrom.smallest > 0 else nystrom.resolution
-    variance_error = 0.0 if exact_variance else resolved_tail / c
-    rounds = [
-        {"rank": rd.rank, "smallest_eigenvalue_over_shift": rd.smallest_eigenvalue / c,
-         "seconds": rd.seconds}
-        for rd in nystrom.rounds
-    ]
-    solver_ranks = [rd["rank"] for rd in rounds if rd["smallest_eigenvalue_over_shift"] <= 1.0]
-    if rank == "auto":
-        stop = {
-            "threshold": (
-                f"λ̂_r/c = {nystrom.smallest / c:.2g} <= {min(1.0, variance_tol):g} "
-                f"(min(1, variance_tol))"
-            ),
-            "dimension": f"rank reached n·o = {n_obs} (exact)",
-            "max_rank": (
-                f"rank reached {sketch_cap} = rank bound (exact)"
-                if nystrom.rank >= sketch_cap
-                else f"max_rank = {max_rank}"
-                + (" (the covariance factor's memory cap)" if memory_capped else "")
-                + f" reached with λ̂_r/c = {nystrom.smallest / c:.2g} > "
-                f"{min(1.0, variance_tol):g}"
-            ),
-        }[nystrom.stop_reason]
-    else:
-        capped = f" (capped at {sketch_cap})" if rank > sketch_cap else ""
-        stop = f"fixed rank {rank}{capped}"
-    variance_note = None
-    if not exact_variance:
-        variance_note = (
-            f"variances are upper bounds from a rank-{basis.shape[1]} basis (< min(n·o, p) = "
-            f"{min(n_obs, p)}): each is at most {1 + variance_bound:.3g}× the exact one "
-            f"(δ = ‖(I − P)JJᵀ(I − P)‖/c ≈ {variance_bound:.2g}); typical overestimates are "
-            f"nearer λ̂_r/c = {variance_error:.2g}"
-        )
-        if variance_bound > 1.0:
-            variance_note += "; raise rank (or max_rank) for tighter variances"
-    extra = {
-        "variance_note": variance_note,
-        "space": space,
-        "iterations": info.iterations,
-        "refinements": info.refinements,
-        "residual": info.max_residual,
-        "residuals": info.residuals.tolist(),
-        "converged": info.converged,
-        "tolerance": tol,
-        "preconditioner": f"Nyström rank {nystrom.rank}",
-        "fisher": fisher if space == "parameter" else None,
-        "preconditioner_rank": nystrom.rank,
-        "preconditioner_seconds": t_sketch,
-        "rank_mode": "auto" if rank == "auto" else "fixed",
-        "rank_rounds": rounds,
-        "rank_memory_cap": memory_cap,
-        "rank_stop": stop,
-        "solver_rank": solver_ranks[0] if solver_ranks else None,
-        "variance_rank": int(basis.shape[1]),
-        "variance_error_estimate": variance_error,
-        "variance_error_bound": variance_bound,
-        "exact_variance": exact_variance,
-        "product_cache": at_x.cache,
-        "product_cache_reason": at_x.cache_reason,
-        "product_cache_seconds": at_x.setup_seconds,
-    }
-    return weights, factor, lml, extra
-
-
 # --------------------------------------------------------------------------- adapt
 def adapt(
     model_or_lin: nn.Module | Linearization,
@@ -619,6 +408,9 @@ def adapt(
     fisher: str = "exact",
     seed: int = 0,
     cache: str = "auto",
+    variance: str = "accurate",
+    variance_rtol: float = 1e-2,
+    refinement: str = "auto",
 ) -> Posterior:
     r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
 
@@ -645,7 +437,9 @@ def adapt(
         :func:`choose_strategy` decides and records why in ``diagnostics["reason"]``.
     tol : float, optional
         Relative residual target of CG; default 1e-8 in float64 and 1e-4 otherwise
-        (1e-6 and 1e-3 with ``fisher="fd"``).
+        (1e-6 and 1e-3 with ``fisher="fd"``). For a float32 network the target is met by
+        mixed-precision refinement where float32 products cannot resolve it (see
+        ``refinement``); the reported ``residual`` is then the float64 one.
     max_iter : int
         CG iteration cap. Not reaching ``tol`` warns and sets ``diagnostics["converged"]``.
     rank : int or "auto"
@@ -684,10 +478,15 @@ def adapt(
         Weight-space (``strategy="parameter"``) products JᵀJ v = n·F v: ``exact`` by
         forward- then reverse-mode products, ``fd`` by the finite-difference Fisher-vector
         product of Eq. 5 (:func:`ntkcore.fisher.fisher_vp`; one extra forward and one
-        backward per vector, activation pattern frozen at θ, relative error ~1e-3 in
-        float32). CG on fd products is refined on the exact residual (one exact product
-        per round, ``diagnostics["refinements"]``), so the reported residual is that of
-        the exact system.
+        backward per vector, activation pattern frozen at θ). Their accuracy, measured
+        against ``method="exact"`` *in the network's own precision*: ~1e-3 relative in
+        float32 (~1e-4 with ``central=True``) on the test networks; against float64
+        ``exact`` products, deep float32 PreResNets at initialization are 2–5e-3 off,
+        as far as float32 ``exact`` itself is (``benchmarks/RESULTS.md``, "Fisher-vector
+        products"). CG on fd products is refined on the exact residual (one exact product
+        per round, ``diagnostics["refinements"]``; float64 exact products when
+        ``refinement`` calls for them), so the reported residual is that of the exact
+        system.
     seed : int
         Seed of the random sketch and probes.
     cache : {"auto", "none", "pullback", "linearized"}
@@ -695,6 +494,39 @@ def adapt(
         training inputs (:class:`ntkcore.JacobianAt`): ``auto`` keeps the forward pass
         (and on the CPU the traced tangent program) when it fits in a quarter of the free
         memory. Recorded in ``diagnostics["product_cache"]``.
+    variance : {"accurate", "fast"}
+        What ``predict(x)`` returns by default (``predict(x, variance=...)`` overrides
+        it). ``"accurate"``: predictive variances within ``variance_rtol`` of the exact
+        posterior variances — exact from ``dense`` and from a basis spanning min(n·o, p),
+        else the cached low-rank variance corrected by block preconditioned CG over the
+        test outputs until a guaranteed bracket is that tight (:mod:`ntkcore.variance`;
+        a few products per test output, more on slowly decaying spectra). ``"fast"``:
+        the low-rank Galerkin variance alone, an upper bound at most (1 + δ)× the exact
+        one (``diagnostics["variance_error_bound"]``). Each ``Prediction`` states which
+        was used and its accuracy in ``Prediction.diagnostics``.
+    variance_rtol : float
+        Target relative error of accurate variances (default 1e-2).
+    refinement : {"auto", "float64", "none"}
+        Precision of the matrix-free solves of a float32 (or lower) network. ``"auto"``:
+        when the sketch's condition estimate κ̂ predicts that products in the network's
+        dtype cannot reach ``tol`` (u·κ̂/100 > tol, u its unit roundoff), or a solve in that
+        dtype stalls above ``tol``, the solve is refined on float64 residuals: the solution
+        and the residual b − A x are float64 (products of a float64 copy of the
+        linearization), each correction is solved by the float32 preconditioned CG, until
+        the float64 residual meets ``tol`` (:mod:`ntkcore.strategies.precision`).
+        Otherwise everything stays in float32 (GPUs keep float32 speed). ``"float64"``:
+        always refine; ``"none"``: never (the solve then warns when it stalls). Where a
+        device has no float64 (Apple MPS), the solve stays in float32 with a warning.
+        ``diagnostics`` reports ``refinements``, ``residual_dtype``, ``float64_residual``
+        (None without refinement), ``working_dtype``, ``refinement_reason`` and
+        ``condition_estimate`` κ̂. Accurate variances use the float64 products too when
+        the solve did. Refinement aims a decade below ``tol`` (the posterior mean's error
+        was measured at up to ~5× the relative residual). One limit: a weight-space solve
+        of an under-determined problem (n·o < p) keeps float32 rounding components in the
+        null space of J, which the residual weighs by c only, so the mean can stay ~1e-4
+        off however small the residual (n = 300, p = 17,793, σ² = 1e-3: residual 4e-6,
+        mean 1.1e-4; ``benchmarks/RESULTS.md``); ``function`` (what ``auto`` picks when
+        n·o <= p) has no such null space.
 
     Returns
     -------
@@ -717,10 +549,16 @@ def adapt(
         raise ValueError(f"fisher must be one of {FISHER_PRODUCTS}, got {fisher!r}")
     if cache not in CACHES:
         raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    if variance not in VARIANCE_MODES:
+        raise ValueError(f"variance must be one of {VARIANCE_MODES}, got {variance!r}")
+    variance_rtol = _validate_scalar("variance_rtol", variance_rtol)
+    if refinement not in REFINEMENTS:
+        raise ValueError(f"refinement must be one of {REFINEMENTS}, got {refinement!r}")
     lin = as_linearization(model_or_lin)
     if tol is None:
-        # Finite-difference Fisher products are accurate to ~1e-8 (float64) and ~1e-3
-        # (float32) relative; ask no more of the solve than its products can give.
+        # Finite-difference Fisher products are within ~1e-8 (float64) and ~1e-3 (float32)
+        # of exact products in the same precision (2–5e-3 of float64 exact ones on deep
+        # float32 PreResNets); ask no more of the solve than its products can give.
         if fisher == "fd" and strategy in ("parameter", "auto"):
             tol = 1e-6 if lin.dtype == torch.float64 else 1e-3
         else:
@@ -746,44 +584,29 @@ def adapt(
         "dtype": str(lin.dtype).replace("torch.", ""),
         "device": str(lin.device),
     }
-    if chosen == "dense":
-        resid = y - lin(x) if mean == "network" else y
-        weights, factor, form, spectral, extra = _fit_dense(lin, x, resid, s2, sigma2)
-
-        def lml() -> tuple[float, float]:
-            val = spectral.log_marginal_likelihood(
-                torch.tensor(sigma2, dtype=_F64), torch.tensor(s2, dtype=_F64)
-            )
-            return float(val), 0.0
-
-        extra.update(
-            iterations=0,
-            residual=0.0,
-            residuals=[0.0],
-            converged=True,
-            tolerance=0.0,
-            variance_rank=int(factor.shape[0]),
-            exact_variance=True,
-        )
-    else:
-        at_x = lin.at(x, cache=cache)
-        # The network mean comes from the cached forward pass: no extra pass over x.
-        resid = y - at_x.output if mean == "network" else y
-        weights, factor, lml, extra = _fit_iterative(
-            at_x, resid, s2, sigma2, space=chosen, tol=tol, max_iter=max_iter,
-            rank=rank, seed=seed, fisher=fisher, max_rank=max_rank, variance_tol=variance_tol,
-        )
-        form = "subtract"
-    diagnostics.update(extra)
+    problem = FitProblem(
+        linearization=lin, x=x, y=y, mean=mean, noise_variance=sigma2, prior_variance=s2,
+        options=FitOptions(
+            tol=tol, max_iter=max_iter, rank=rank, max_rank=max_rank,
+            variance_tol=variance_tol, variance=variance, variance_rtol=variance_rtol,
+            refinement=refinement, fisher=fisher, seed=seed, cache=cache,
+        ),
+    )
+    fit = FITS[chosen](problem)
+    diagnostics.update(fit.diagnostics)
+    diagnostics["variance"] = variance
+    diagnostics["variance_rtol"] = variance_rtol
     diagnostics["seconds"] = time.perf_counter() - t0
     return Posterior(
         linearization=lin,
         mean_type=mean,
         noise_variance=sigma2,
         prior_variance=s2,
-        weights=weights,
+        weights=fit.weights,
         diagnostics=diagnostics,
-        _factor=factor,
-        _factor_form=form,
-        _lml=lml,
+        _factor=fit.factor,
+        _factor_form=fit.factor_form,
+        _lml=fit.log_marginal_likelihood,
+        _variance_corrector=fit.variance_corrector,
+        _variance_mode=variance,
     )

@@ -22,6 +22,9 @@ class ConvergenceWarning(UserWarning):
 # Fisher products (ELU MLPs, p = 5k-83k, σ² = 1e-2): 1e-3..5e-3 after CG alone, below
 # 1e-3 after one or two rounds.
 _REFINEMENTS = 4
+# Rounds of mixed-precision refinement (working_dtype given): a float32 correction gains
+# ~1e-1..1e-3 per round at condition numbers 1e6..1e7 (tests/test_mixed_precision.py).
+_MIXED_REFINEMENTS = 10
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,9 @@ class SolveInfo:
     refinements : int
         Rounds of iterative refinement (only with an inexact ``matmul`` and an exact
         ``residual_matmul``; their CG iterations are included in ``iterations``).
+    residual_dtype : torch.dtype or None
+        The dtype of the solution and of the residual check (the right-hand side's);
+        with ``working_dtype`` the CG runs themselves are in that lower precision.
     """
 
     iterations: int
@@ -48,6 +54,7 @@ class SolveInfo:
     converged: bool
     tolerance: float
     refinements: int = 0
+    residual_dtype: torch.dtype | None = None
 
     @property
     def max_residual(self) -> float:
@@ -63,6 +70,9 @@ def conjugate_gradients(
     max_iter: int = 1000,
     what: str = "linear system",
     residual_matmul: Callable[[Tensor], Tensor] | None = None,
+    working_dtype: torch.dtype | None = None,
+    working_tol: float | None = None,
+    refine_to: float | None = None,
 ) -> tuple[Tensor, SolveInfo]:
     r"""Solve A X = B for symmetric positive definite A given only products.
 
@@ -88,7 +98,20 @@ def conjugate_gradients(
         finite-difference Fisher products): the reported residuals are those of the exact
         system, and while they exceed ``tol`` the solution is corrected by iterative
         refinement — CG with ``matmul`` on the exact residual, x ← x + A_approx⁻¹ r — for up
-        to 4 rounds (one exact product each).
+        to 4 rounds (10 with ``working_dtype``; one exact product each), while each round
+        lowers the residual.
+    working_dtype : torch.dtype, optional
+        Mixed-precision iterative refinement: the CG runs (``matmul``, ``preconditioner``)
+        work in this dtype (e.g. float32) while the solution, the right-hand side and
+        ``residual_matmul`` stay in ``rhs.dtype`` (float64); each correction is cast
+        down, solved, cast up and added. Default: ``rhs.dtype`` (no casts).
+    working_tol : float, optional
+        The relative residual one CG run in the working precision can reach (with
+        ``residual_matmul``): every run stops there at the latest and the refinement
+        rounds bridge the rest to ``tol``. Default ``tol``.
+    refine_to : float, optional
+        Refinement rounds continue while a residual exceeds this (<= ``tol``; default
+        ``tol``); convergence and the warning are judged against ``tol``.
 
     Returns
     -------
@@ -112,6 +135,10 @@ def conjugate_gradients(
     tiny = torch.finfo(rhs.dtype).tiny ** 0.5
     bnorm = rhs.norm(dim=0).clamp_min(tiny)
     check = matmul if residual_matmul is None else residual_matmul
+    work = rhs.dtype if working_dtype is None else working_dtype
+    floor = tol if working_tol is None else max(tol, float(working_tol))
+    work_tiny = torch.finfo(work).tiny ** 0.5
+    goal = tol if refine_to is None else min(tol, float(refine_to))
 
     def run(b: Tensor, guess: Tensor | None, budget: int, rel_tol: float) -> Tensor:
         with warnings.catch_warnings():
@@ -119,21 +146,22 @@ def conjugate_gradients(
             warnings.simplefilter("ignore", NumericalWarning)
             # linear_cg stops on the mean residual; ask for a little more so that the
             # per-column check passes when the mean does.
-            return linear_cg(
+            out = linear_cg(
                 counted,
-                b,
+                b.to(work),
                 tolerance=rel_tol * 0.5,
-                eps=tiny,
+                eps=work_tiny,
                 stop_updating_after=rel_tol * 1e-3,
                 max_iter=budget,
                 max_tridiag_iter=1,  # no Lanczos tridiagonalization is requested
-                initial_guess=guess,
+                initial_guess=None if guess is None else guess.to(work),
                 preconditioner=preconditioner,
             )
+            return out.to(rhs.dtype)
 
     refinements = 0
     with torch.no_grad():
-        x = run(rhs, None, max_iter, tol)
+        x = run(rhs, None, max_iter, tol if residual_matmul is None else floor)
         iterations = max(calls - 1, 0)  # the first call forms the initial residual
         r = rhs - check(x)
         residuals = r.norm(dim=0) / bnorm
@@ -148,13 +176,15 @@ def conjugate_gradients(
         # Inexact products: iterative refinement on the exact residual.
         while (
             residual_matmul is not None
-            and bool((residuals > tol).any())
+            and bool((residuals > goal).any())
             and iterations < max_iter
-            and refinements < _REFINEMENTS
+            and refinements < (_REFINEMENTS if working_dtype is None else _MIXED_REFINEMENTS)
         ):
             calls = 0
-            # ask the correction for the accuracy that brings r to tol (relative to r)
-            rel = min(0.5, tol / max(float(residuals.max()), tiny))
+            # ask the correction for the accuracy that brings r to the goal (relative to r)
+            rel = min(0.5, goal / max(float(residuals.max()), tiny))
+            if working_tol is not None:  # no run in the working precision goes below it
+                rel = max(rel, min(0.5, floor))
             x_new = x + run(r, None, max_iter - iterations, rel)
             iterations += max(calls - 1, 0)
             refinements += 1
@@ -178,4 +208,5 @@ def conjugate_gradients(
         converged=converged,
         tolerance=tol,
         refinements=refinements,
+        residual_dtype=rhs.dtype,
     )

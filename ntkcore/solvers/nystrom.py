@@ -115,8 +115,8 @@ class NystromApproximation:
         One entry for a fixed rank; one per doubling for :meth:`adaptive`.
     stop_reason : str
         Why the sketch stopped growing: ``"fixed rank"``, or for :meth:`adaptive`
-        ``"threshold"`` (λ̂_r <= threshold), ``"dimension"`` (r = d, exact) or
-        ``"max_rank"``.
+        ``"threshold"`` (λ̂_r <= threshold), ``"dimension"`` (r = d, exact),
+        ``"max_rank"`` or ``"completed"`` (threshold met, then completed to ``span_rank``).
     """
 
     def __init__(
@@ -190,6 +190,7 @@ class NystromApproximation:
         threshold: float,
         initial_rank: int = 32,
         max_rank: int = 512,
+        span_rank: int | None = None,
         dtype: torch.dtype,
         device: torch.device,
         generator: torch.Generator | None = None,
@@ -212,6 +213,11 @@ class NystromApproximation:
             Size of the first block.
         max_rank : int
             Cap on the total rank.
+        span_rank : int, optional
+            The rank at which the approximation is exact (rank(G), or a bound on it). When
+            the threshold is met at a rank r with r < ``span_rank`` <= min(2r,
+            ``max_rank``), the sketch is completed to ``span_rank`` (at most doubling its
+            cost) so that it is exact; ``stop_reason`` is then ``"completed"``.
         """
         for name, value in (("initial_rank", initial_rank), ("max_rank", max_rank)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -224,6 +230,7 @@ class NystromApproximation:
         omega: Tensor | None = None
         y: Tensor | None = None
         target = min(initial_rank, cap)
+        completing = False
         while True:
             t0 = time.perf_counter()
             have = 0 if omega is None else omega.shape[1]
@@ -233,7 +240,16 @@ class NystromApproximation:
             y = y_block if y is None else torch.cat([y, y_block], dim=1)
             self._set(omega, y, dtype, dim)
             self.rounds.append(SketchRound(self.rank, self.smallest, time.perf_counter() - t0))
-            if self.smallest <= threshold:
+            if completing:
+                self.stop_reason = "completed"
+            elif (
+                self.smallest <= threshold
+                and span_rank is not None
+                and self.rank < span_rank <= min(2 * self.rank, cap)
+            ):
+                target, completing = span_rank, True
+                continue
+            elif self.smallest <= threshold:
                 self.stop_reason = "threshold"
             elif self.rank >= dim:
                 self.stop_reason = "dimension"
