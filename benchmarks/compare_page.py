@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -39,94 +38,62 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.browser_timing import (  # noqa: E402
+    SNAPSHOT,
+    chromium,
+    summary,
+    timed_change,
+    timed_load,
+    wait_idle,
+)
 from ntkcore.experiments.machine import describe_machine, write_json  # noqa: E402
 from ntkcore.zoo import cache_root  # noqa: E402
 from tests.server import serve_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-#: JavaScript: a fingerprint of every Plotly figure on the page (trace ends and titles).
-SNAPSHOT = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g =>
-  JSON.stringify((g.data || []).map(t => (t.y && t.y.length) ? [t.name, t.y[0], t.y[t.y.length - 1]]
-  : t.name)) + JSON.stringify(((g.layout || {}).annotations || []).map(a => a.text))).join('|')"""
-
-
-def _idle(page, timeout_ms: int = 300_000) -> None:
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=timeout_ms)
-
-
-def _timed(page, action) -> float:
-    """Seconds from ``action()`` until the figure differs from before it."""
-    before = page.evaluate(SNAPSHOT)
-    t0 = time.perf_counter()
-    action()
-    while page.evaluate(SNAPSHOT) == before:
-        if time.perf_counter() - t0 > 300:
-            raise TimeoutError("the figure did not change within 300 s")
-        time.sleep(0.02)
-    seconds = time.perf_counter() - t0
-    _idle(page)
-    return seconds
-
 
 def browser_timings(url: str, repeats: int) -> dict[str, list[float]]:
-    from playwright.sync_api import sync_playwright
-
     names = ("adapt_load", "load", "prior_variance", "layers", "view")
     out: dict[str, list[float]] = {k: [] for k in names}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--headless"], headless=True
-        )
-        try:
-            for _ in range(repeats):
-                for name, path in (("adapt_load", "adapt"), ("load", "compare")):
-                    context = browser.new_context(viewport={"width": 1400, "height": 1500})
-                    page = context.new_page()
-                    t0 = time.perf_counter()
-                    page.goto(f"{url}/{path}", wait_until="domcontentloaded")
-                    page.wait_for_selector(".js-plotly-plot .main-svg", state="visible",
-                                           timeout=300_000)  # fmt: skip
-                    _idle(page)
-                    out[name].append(time.perf_counter() - t0)
-                    context.close()
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"{url}/compare", wait_until="domcontentloaded")
-            page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=300_000)
-            _idle(page)
-            slider = (
-                page.locator('[data-testid="stSlider"]').filter(has_text="Prior variance")
-                .locator('input[type="range"]')
-            )  # fmt: skip
-            for i in range(repeats):
-                slider.focus()
-                key = "ArrowRight" if i % 2 == 0 else "ArrowLeft"
-                out["prior_variance"].append(_timed(page, lambda key=key: slider.press(key)))
-            layers = (
-                page.locator('[data-testid="stTextInput"]').filter(has_text="Hidden layers")
-                .first.locator("input")
-            )  # fmt: skip
-            for i in range(repeats):
+    with chromium() as browser:
+        for _ in range(repeats):
+            for name, path in (("adapt_load", "adapt"), ("load", "compare")):
+                out[name].append(timed_load(browser, f"{url}/{path}"))
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.goto(f"{url}/compare", wait_until="domcontentloaded")
+        page.wait_for_selector(".js-plotly-plot .main-svg", state="visible", timeout=300_000)
+        wait_idle(page)
+        slider = (
+            page.locator('[data-testid="stSlider"]').filter(has_text="Prior variance")
+            .locator('input[type="range"]')
+        )  # fmt: skip
+        for i in range(repeats):
+            slider.focus()
+            key = "ArrowRight" if i % 2 == 0 else "ArrowLeft"
+            out["prior_variance"].append(timed_change(page, lambda key=key: slider.press(key)))
+        layers = (
+            page.locator('[data-testid="stTextInput"]').filter(has_text="Hidden layers")
+            .first.locator("input")
+        )  # fmt: skip
+        for i in range(repeats):
 
-                def type_width(width: str = str(6 + i)) -> None:
-                    layers.fill(width)
-                    layers.press("Enter")
+            def type_width(width: str = str(6 + i)) -> None:
+                layers.fill(width)
+                layers.press("Enter")
 
-                out["layers"].append(_timed(page, type_width))
-            for i in range(repeats):
-                label = "overlay" if i % 2 == 0 else "grid"
-                button = page.locator('[data-testid="stButtonGroup"] button').filter(
-                    has_text=label
-                )
-                out["view"].append(_timed(page, lambda button=button: button.first.click()))
-            if _tanh_cached():  # until the three tanh panels are drawn and the run ended
-                t0 = time.perf_counter()
-                page.get_by_role("button", name="Figure 3 right").click()
-                while "C: tanh 500-38-38" not in page.evaluate(SNAPSHOT):
-                    time.sleep(0.02)
-                _idle(page)
-                out["tanh_set"] = [time.perf_counter() - t0]
-        finally:
-            browser.close()
+            out["layers"].append(timed_change(page, type_width))
+        for i in range(repeats):
+            label = "overlay" if i % 2 == 0 else "grid"
+            button = page.locator('[data-testid="stButtonGroup"] button').filter(
+                has_text=label
+            )
+            out["view"].append(timed_change(page, lambda button=button: button.first.click()))
+        if _tanh_cached():  # until the three tanh panels are drawn and the run ended
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Figure 3 right").click()
+            while "C: tanh 500-38-38" not in page.evaluate(SNAPSHOT):
+                time.sleep(0.02)
+            wait_idle(page)
+            out["tanh_set"] = [time.perf_counter() - t0]
     return out
 
 
@@ -167,13 +134,6 @@ def python_timings(repeats: int) -> dict[str, list[float]]:
     return out
 
 
-def _summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    return {
-        name: {"median_s": statistics.median(v), "max_s": max(v), "n": len(v)}
-        for name, v in times.items() if v
-    }  # fmt: skip
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -186,8 +146,8 @@ def main() -> int:
     python = python_timings(args.repeats)
     load_after = os.getloadavg()
     result = {
-        "browser": _summary(browser),
-        "python": _summary(python),
+        "browser": summary(browser),
+        "python": summary(python),
         "raw": {"browser": browser, "python": python},
         "load_average_before_after": [load_before, load_after],
     }

@@ -19,8 +19,13 @@ OUT="${OUT:-/tmp/gpu_check}"
 DEVICE="${DEVICE:-cuda}"
 PY="${PY:-python3}"
 mkdir -p "$OUT"
+# The commit every log below measured: from git here, or NTKCORE_GIT_COMMIT when the tree was
+# copied without .git (run as `NTKCORE_GIT_COMMIT=$(git rev-parse HEAD) bash ...`).
+COMMIT="$(git rev-parse HEAD 2>/dev/null || echo "${NTKCORE_GIT_COMMIT:-unknown}")"
+export NTKCORE_GIT_COMMIT="$COMMIT"
 
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+{ echo "git commit: $COMMIT"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
   date -u; } | tee "$OUT/machine.txt"
 
@@ -30,7 +35,8 @@ step() {  # step NAME TIMEOUT CMD...: run with a timeout, log to $OUT/NAME.txt, 
     local name=$1 limit=$2; shift 2
     [[ " $STEPS " == *" $name "* ]] || return 0
     local t0=$SECONDS
-    timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    echo "git commit: $COMMIT; $(date -u); $*" > "$OUT/$name.txt"
+    timeout "$limit" "$@" >> "$OUT/$name.txt" 2>&1
     local rc=$?
     echo "step $name: rc=$rc, $((SECONDS - t0)) s" | tee -a "$OUT/machine.txt"
     tail -n 25 "$OUT/$name.txt"

@@ -430,6 +430,7 @@ class Result:
     truth: np.ndarray | None
     scores: list[dict[str, Any]]
     diagnostics: dict[str, Any]
+    band: dict[str, Any]  # the prediction's variance diagnostics (accuracy of the band)
     num_params: int
     baseline_means: dict[str, np.ndarray]
     grid_mean: np.ndarray | None  # spatial tasks: posterior at every map location
@@ -542,6 +543,7 @@ def _adapt(s: Settings, problem: Problem) -> Result:
         truth=truth,
         scores=scores,
         diagnostics=dict(post.diagnostics),
+        band={k: v for k, v in pred.diagnostics.items() if k.startswith("variance_")},
         num_params=lin.num_params,
         baseline_means=baseline_means,
         grid_mean=grid_mean,
@@ -595,6 +597,9 @@ def _figure(result: Result) -> Any:
     return parity_figure(result.y_test, result.mean, result.variance + s.noise_variance)
 
 
+_BAND_LABELS = {"exact": "exact", "block-cg": "corrected", "low-rank": "low-rank"}
+
+
 def _cards(result: Result) -> None:
     diag = result.diagnostics
     st.metric("Solve time", f"{1e3 * diag['seconds']:.0f} ms", help="Time spent in adapt().")
@@ -605,6 +610,17 @@ def _cards(result: Result) -> None:
             delta_color="off",
         )  # fmt: skip
     st.metric("Parameters p", f"{result.num_params:,}")
+    band = result.band
+    if band.get("variance_method"):
+        st.metric(
+            "Band accuracy",
+            _BAND_LABELS.get(band["variance_method"], band["variance_method"]),
+            help="How close the ±2σ band's variances are to the exact posterior variances: "
+            + str(band.get("variance_accuracy", "")),
+        )
+        st.caption(f"Band: {band.get('variance_accuracy', '')}.")
+        if band.get("variance_converged") is False:
+            st.warning("The band's variance correction stopped before its target accuracy.")
     if diag.get("converged") is False:
         st.warning("The solver did not reach its tolerance: the posterior is approximate.")
 

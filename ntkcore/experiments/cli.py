@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from ntkcore.experiments.machine import describe_machine, write_json
 from ntkcore.experiments.registry import PRESETS, ExperimentTables, available, get
 
 __all__ = ["main"]
@@ -82,17 +83,21 @@ def _parser(name: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def _write(result: pd.DataFrame | ExperimentTables, out: Path) -> list[Path]:
+def _write(
+    result: pd.DataFrame | ExperimentTables, out: Path, meta: dict[str, Any]
+) -> list[Path]:
+    """Write the table(s) as CSV and, beside them, ``<stem>.meta.json``: the machine, the
+    command, the options and the git commit the tables were computed with."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(result, pd.DataFrame):
-        result.to_csv(out, index=False)
-        return [out]
+    tables = {"main": result} if isinstance(result, pd.DataFrame) else dict(result.items())
     written = []
-    for table_name, table in result.items():
+    for table_name, table in tables.items():
         path = out if table_name == "main" else out.with_name(f"{out.stem}-{table_name}.csv")
         table.to_csv(path, index=False)
         written.append(path)
-    return written
+    sidecar = out.with_name(f"{out.stem}.meta.json")
+    write_json(sidecar, {"tables": [p.name for p in written]}, meta=meta)
+    return [*written, sidecar]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,6 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(main_table.to_string(index=False))
     print(f"# {name} ({args.preset}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.out is not None:
-        for path in _write(result, args.out):
+        meta = describe_machine()
+        meta.update(
+            experiment=name,
+            options={k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+        for path in _write(result, args.out, meta):
             print(f"# wrote {path}", file=sys.stderr)
     return 0

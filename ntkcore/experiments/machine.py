@@ -88,17 +88,26 @@ def device_label(device: torch.device | str) -> str:
 def git_commit(path: str | os.PathLike[str] | None = None) -> str | None:
     """The commit checked out at ``path`` (default: this repository), or None.
 
-    None when ``path`` is not in a git checkout (an installed package) or git is missing.
+    Outside a git checkout (an installed package, or a copy of the working tree sent to a
+    GPU machine without its ``.git``) the environment variable ``NTKCORE_GIT_COMMIT`` is
+    used when it holds a 40-digit hash (``benchmarks/gpu_check.sh`` is run with it set);
+    otherwise None.
     """
     cwd = Path(path) if path is not None else _REPO
+    commit = ""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
         )
+        if out.returncode == 0:
+            commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and len(commit) == 40 else None
+        pass
+    if len(commit) != 40:
+        commit = os.environ.get("NTKCORE_GIT_COMMIT", "").strip()
+    if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit.lower()):
+        return commit
+    return None
 
 
 def _git_dirty(path: Path) -> bool | None:
