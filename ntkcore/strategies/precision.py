@@ -84,7 +84,7 @@ def _float64_products(products: TrainingProducts, cache: str) -> TrainingProduct
     repay)."""
     twin = products.linearization.to_dtype(_F64)
     keep = "none" if cache == "none" else "pullback"
-    return TrainingProducts(twin.at(products.at_x.x, cache=keep, strict=False))
+    return products.rebind(twin.at(products.at_x.x, cache=keep, strict=False))
 
 
 def plan(
