@@ -436,6 +436,7 @@ def adapt(
     variance_rtol: float = 1e-2,
     refinement: str = "auto",
     process_group: Any = None,
+    stream: int | None = None,
 ) -> Posterior:
     r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
 
@@ -567,6 +568,15 @@ def adapt(
         :class:`~ntkcore.distributed.DistributedError` after the group's timeout.
         ``log_marginal_likelihood()`` and accurate-variance ``predict`` are collective
         too. ``None``: one process.
+    stream : int, optional
+        Points per shard streamed through the device (:mod:`ntkcore.distributed.stream`):
+        ``x`` stays where it is (host memory, or a tensor over a ``numpy`` memory map of a
+        ``.npy`` file) and every product of the matrix-free strategies moves one shard at
+        a time to the network's device, keeping no forward pass; the solve then works in
+        weight space (p-vectors) as for sharded data, so n is bounded by the disk. Costs
+        a forward pass per shard per product. Not with ``fisher="fd"``. Combines with
+        ``process_group`` (each rank streams its own shard). ``dense`` (and ``auto``
+        choosing it) moves ``x`` to the device as usual.
 
     Returns
     -------
@@ -605,11 +615,22 @@ def adapt(
             tol = 1e-8 if lin.dtype == torch.float64 else 1e-4
     tol = _validate_scalar("tol", tol)
     reduction = DataReduction(process_group)
+    if stream is not None:
+        if isinstance(stream, bool) or not isinstance(stream, int) or stream < 1:
+            raise ValueError(f"stream must be a positive int or None, got {stream!r}")
+        if fisher == "fd":
+            raise ValueError("stream does not support fisher='fd' (use fisher='exact')")
 
     t0 = time.perf_counter()
     error: Exception | None = None
     try:
-        x = lin.prepare_inputs(x)
+        if stream is None:
+            x = lin.prepare_inputs(x)
+        else:  # x stays off the device; shards are validated as they are moved
+            x = as_real_tensor(x, "x")
+            if x.dim() == 0 or x.shape[0] == 0:
+                raise ValueError(f"x must have at least one point, got shape {tuple(x.shape)}")
+            lin.output_dim(lin.prepare_inputs(x[:1]))
         y = _validate_targets(lin, x, y)
     except Exception as err:  # every rank must learn of it (no-op on one process)
         error = err
@@ -648,7 +669,7 @@ def adapt(
         options=FitOptions(
             tol=tol, max_iter=max_iter, rank=rank, max_rank=max_rank,
             variance_tol=variance_tol, variance=variance, variance_rtol=variance_rtol,
-            refinement=refinement, fisher=fisher, seed=seed, cache=cache,
+            refinement=refinement, fisher=fisher, seed=seed, cache=cache, stream=stream,
         ),
         reduction=reduction,
     )

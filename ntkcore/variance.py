@@ -211,9 +211,7 @@ class VarianceCorrector:
                 self._weight_factor = self._factor
         else:
             if self._products64 is None:
-                twin = self._products.linearization.to_dtype(_F64)
-                at = twin.at(self._products.at_x.x, cache=self._cache, strict=False)
-                self._products64 = self._products.rebind(at)
+                self._products64 = self._products.to_dtype(_F64, self._cache)
             pr = self._products64
             self._work = pr
             if self.space == "parameter" and self._factor_float64:

@@ -45,6 +45,7 @@ class FitOptions:
     fisher: str
     seed: int
     cache: str
+    stream: int | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ntkcore.distributed.stream import StreamedJacobian
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.solvers.cg import SolveInfo, conjugate_gradients
 from ntkcore.solvers.nystrom import (
@@ -681,7 +682,10 @@ def _solve_with_precision(
 def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     options = problem.options
     c = problem.shift
-    at_x = problem.linearization.at(problem.x, cache=options.cache)
+    if options.stream is not None:  # x stays off the device (ntkcore.distributed.stream)
+        at_x: Any = StreamedJacobian(problem.linearization, problem.x, options.stream)
+    else:
+        at_x = problem.linearization.at(problem.x, cache=options.cache)
     reduction = problem.reduction
     products = TrainingProducts(at_x, reduction)
     fisher = options.fisher
@@ -710,7 +714,9 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     report = diagnostics(products, space, sk, info, bound, c, options, prec)
     if products.sharded:
         report["distributed_note"] = (
-            f"data sharded over {reduction.world_size} ranks: "
+            f"data sharded over {reduction.world_size} rank(s)"
+            + (f", streamed in shards of {options.stream} points" if options.stream else "")
+            + ": "
             + ("Eq. 3 solved through Eq. 2 in weight space (p-vectors replicated, one "
                "all-reduce per product); " if requested_space == "function" else "")
             + "Nyström sketch of JᵀJ"

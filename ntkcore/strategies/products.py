@@ -68,10 +68,20 @@ class TrainingProducts:
         inputs: a float64 twin of the linearization, another cache."""
         return type(self)(at_x, self.reduction, num_observations=self._num_observations)
 
+    def to_dtype(self, dtype: torch.dtype, cache: str) -> TrainingProducts:
+        """The same products on a copy of the linearization in ``dtype`` (float64 residuals
+        and corrections), with the ``cache`` option for a new :class:`JacobianAt`."""
+        twin = self.linearization.to_dtype(dtype)
+        if getattr(self.at_x, "streamed", False):
+            return self.rebind(self.at_x.with_linearization(twin))
+        return self.rebind(twin.at(self.at_x.x, cache=cache, strict=False))
+
     @property
     def sharded(self) -> bool:
-        """The training data is split across the ranks of a process group."""
-        return self.reduction.distributed
+        """The training data is split across the ranks of a process group, or streamed
+        through the device in shards (:class:`ntkcore.distributed.stream.StreamedJacobian`):
+        the strategies then keep to p-vectors (weight space)."""
+        return self.reduction.distributed or getattr(self.at_x, "streamed", False)
 
     @property
     def num_observations(self) -> int:
