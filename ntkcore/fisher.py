@@ -84,6 +84,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
+from ntkcore.distributed.reduction import DataReduction
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.kinks import ActivationPattern
 from ntkcore.likelihoods import LIKELIHOODS, Likelihood
@@ -624,6 +625,7 @@ def fisher_vp(
     kinks: str = "frozen",
     chunk_size: int | None = None,
     scale_floor: float = 0.0,
+    process_group: object = None,
 ) -> Tensor:
     """Fisher-vector products F v, F = (1/n) Σᵢ Jᵢᵀ Λᵢ Jᵢ (Eq. 5 of Maddox et al., 2021).
 
@@ -665,6 +667,12 @@ def fisher_vp(
         Data points per chunk (bounds memory); default the Linearization's ``chunk_size``.
     scale_floor : float
         σ₀ ≥ 0 of the heteroscedastic likelihood, σ = softplus(s) + σ₀.
+    process_group : torch.distributed.ProcessGroup, optional
+        ``x`` is this rank's shard of data split across the group (collective: every
+        rank calls with the same ``v``): F is the mean over all ranks' points,
+        Σ_r (n_r / n) F_r v, one all-reduce of the (k, p) result in float64
+        (:mod:`ntkcore.distributed`). ``eps="auto"`` is refused there (each rank would
+        calibrate on its own points): pass a step from :func:`calibrate_eps`.
 
     Returns
     -------
@@ -706,6 +714,12 @@ def fisher_vp(
     chunk = chunk_size if chunk_size is not None else lin.chunk_size
     batched = v.dim() == 2
     vb = v if batched else v.unsqueeze(0)
+    reduction = DataReduction(process_group)
+    if reduction.distributed and eps == "auto":
+        raise ValueError(
+            "eps='auto' calibrates on each rank's own points; with a process_group pass "
+            "eps=calibrate_eps(...).eps computed once (the same on every rank)"
+        )
     precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
     with precision:
         if at_x is not None and at_x.cache != "none":
@@ -714,4 +728,10 @@ def fisher_vp(
             out = _fisher_vp(
                 lin, x, vb, lik, method, eps, central, chunk, kinks
             )
+    if reduction.distributed:  # the mean over all ranks' points
+        n_local = x.shape[0]
+        n_total = reduction.sum_int(n_local, "number of points")
+        total = reduction.sum_((out.to(torch.float64) * (n_local / n_total)).contiguous(),
+                               "Fisher-vector products")
+        out = total.to(out.dtype)
     return out if batched else out[0]

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ntkcore.distributed.reduction import DataReduction
 from ntkcore.linearization import Linearization
 from ntkcore.posterior import (
     MEANS,
     _validate_scalar,
     _validate_targets,
     as_linearization,
-    dense_spectrum,
 )
+from ntkcore.strategies.dense import spectrum_over_shards
 
 __all__ = ["HyperparameterFit", "fit_hyperparameters"]
 
@@ -54,6 +55,7 @@ def fit_hyperparameters(
     min_noise_variance: float = 1e-6,
     max_points: int = 2000,
     seed: int = 0,
+    process_group: object = None,
 ) -> HyperparameterFit:
     r"""Maximize the exact log marginal likelihood over σ² and s².
 
@@ -77,6 +79,12 @@ def fit_hyperparameters(
         Subset size bound that keeps the eigendecomposition at O(min(N, p)³).
     seed : int
         Seed of the subset.
+    process_group : torch.distributed.ProcessGroup, optional
+        ``x``, ``y`` are this rank's shard of data split across the group (collective;
+        :mod:`ntkcore.distributed`): the spectrum is that of all ranks' points (Jacobian
+        rows all-gathered when n·o <= p, JᵀJ all-reduced otherwise), the random subset is
+        the one a single process draws from the concatenated shards (each rank keeps
+        the drawn indices that fall in its range), and every rank returns the same fit.
     """
     if mean not in MEANS:
         raise ValueError(f"mean must be one of {MEANS}, got {mean!r}")
@@ -86,19 +94,39 @@ def fit_hyperparameters(
     s2_init = _validate_scalar("prior_variance", prior_variance)
     t0 = time.perf_counter()
     lin = as_linearization(model_or_lin)
-    x = lin.prepare_inputs(x)
-    y = _validate_targets(lin, x, y)
-    n = x.shape[0]
+    reduction = DataReduction(process_group)
+    error: Exception | None = None
+    try:
+        x = lin.prepare_inputs(x)
+        y = _validate_targets(lin, x, y)
+    except Exception as err:  # every rank must learn of it (no-op on one process)
+        error = err
+    reduction.check(error, "fit_hyperparameters' input validation")
+    sizes = [s[0] for s in reduction.gather_ints([x.shape[0]], "shard sizes")]
+    n, offset = sum(sizes), sum(sizes[: reduction.rank])
     if n > max_points:
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]
+        if reduction.distributed:  # this rank's part of the same subset
+            mine = (idx >= offset) & (idx < offset + x.shape[0])
+            idx = idx[mine] - offset
         idx = idx.to(x.device)
         x, y = x[idx], y[idx]
-    resid = (y - lin(x)) if mean == "network" else y
-    r = resid.reshape(-1).to(torch.float64)
-    jac = lin.jacobian(x).reshape(-1, lin.num_params).to(torch.float64)
-    spectral, _ = dense_spectrum(jac, r)
-    if noise_variance is None:
+    if x.shape[0] == 0:  # a rank none of whose points were drawn
+        r = torch.zeros(0, dtype=torch.float64, device=lin.device)
+        jac = torch.zeros(0, lin.num_params, dtype=torch.float64, device=lin.device)
+    else:
+        resid = (y - lin(x)) if mean == "network" else y
+        r = resid.reshape(-1).to(torch.float64)
+        jac = lin.jacobian(x).reshape(-1, lin.num_params).to(torch.float64)
+    spectral, _, _ = spectrum_over_shards(jac, r, reduction)
+    if noise_variance is None and not reduction.distributed:
         sigma2_init = max(0.1 * float(r.var()) if r.numel() > 1 else 1.0, 10 * floor)
+    elif noise_variance is None:
+        r_sum = reduction.sum_float(float(r.sum()), "Σ r")
+        r_sq = reduction.sum_float(float(r @ r), "‖r‖²")
+        count = spectral.num_observations
+        r_var = (r_sq - r_sum**2 / count) / (count - 1) if count > 1 else 1.0
+        sigma2_init = max(0.1 * r_var if count > 1 else 1.0, 10 * floor)
     else:
         sigma2_init = _validate_scalar("noise_variance", noise_variance)
     raw_noise = torch.tensor(math.log(max(sigma2_init - floor, floor)), dtype=torch.float64)
@@ -127,6 +155,6 @@ def fit_hyperparameters(
         noise_variance=sigma2,
         prior_variance=s2,
         log_marginal_likelihood=lml,
-        num_points=int(x.shape[0]),
+        num_points=min(n, max_points),
         seconds=time.perf_counter() - t0,
     )

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ntkcore.distributed.reduction import LOCAL, DataReduction
 from ntkcore.jacobian_at import CACHES
 from ntkcore.linearization import Linearization, as_linearization, as_real_tensor
 from ntkcore.memory import available_memory as _free_memory
@@ -189,6 +190,9 @@ class Posterior:
     # Block CG on the training products for accurate variances (None: the factor is exact)
     _variance_corrector: VarianceCorrector | None = field(default=None, repr=False)
     _variance_mode: str = field(default="accurate", repr=False)
+    # Sums over data shards (ntkcore.distributed): the training data of a posterior fitted
+    # with a process group is sharded; accurate-variance corrections are then collective.
+    _reduction: DataReduction = field(default=LOCAL, repr=False)
 
     @property
     def strategy(self) -> str:
@@ -222,6 +226,12 @@ class Posterior:
             (:mod:`ntkcore.variance`) and the bracket's midpoint returned — a few
             products per test output, more on slowly decaying spectra
             (``benchmarks/RESULTS.md``, "Variance accuracy").
+
+            A posterior fitted on data sharded across a process group predicts each
+            rank's own ``x`` locally from the replicated w̄ and factor; only that block CG
+            needs the (sharded) training products, and then ``predict`` is collective:
+            every rank of the group must call it (with its own test points, any number
+            >= 1) with the same ``variance``.
 
         Returns
         -------
@@ -270,7 +280,21 @@ class Posterior:
             rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
             jac_lin = corrector.test_linearization(lin) if correct and corrector else lin
-            for _, block in jac_lin.jacobian_blocks(x):
+            blocks = iter(jac_lin.jacobian_blocks(x))
+            collective = correct and self._reduction.distributed
+            while True:
+                item = next(blocks, None)
+                if collective:  # every rank corrects as many blocks as the busiest one
+                    if not self._reduction.any(item is not None, "test blocks left"):
+                        break
+                    if item is None:
+                        assert corrector is not None
+                        empty = rows.new_zeros(0, rows.shape[1])
+                        corrector.correct(empty, empty[:, 0])
+                        continue
+                elif item is None:
+                    break
+                block = item[1]
                 c, o, p = block.shape
                 b = block.reshape(c * o, p)
                 if b.dtype != _F64:
@@ -411,6 +435,8 @@ def adapt(
     variance: str = "accurate",
     variance_rtol: float = 1e-2,
     refinement: str = "auto",
+    process_group: Any = None,
+    stream: int | None = None,
 ) -> Posterior:
     r"""Adapt a trained network to target data by finite-NTK GP inference (Algorithm 1).
 
@@ -527,6 +553,30 @@ def adapt(
         off however small the residual (n = 300, p = 17,793, σ² = 1e-3: residual 4e-6,
         mean 1.1e-4; ``benchmarks/RESULTS.md``); ``function`` (what ``auto`` picks when
         n·o <= p) has no such null space.
+    process_group : torch.distributed.ProcessGroup, optional
+        Data-parallel adaptation (:mod:`ntkcore.distributed`): ``x`` and ``y`` are this
+        rank's shard of the data, the network is replicated on every rank, and every sum
+        over data points is all-reduced across the group (collective: every rank calls
+        ``adapt`` with the same settings). The result on every rank equals ``adapt`` on
+        the concatenated shards, to the solver's tolerance; ``strategy="auto"`` decides
+        from the global n·o and p and the smallest free memory of the ranks.
+        ``function`` then solves Eq. 3 through Eq. 2 in weight space (p-vectors
+        replicated; function-space vectors would be sharded), ``dense`` all-gathers the
+        Jacobian rows (n·o <= p) or all-reduces JᵀJ (n·o > p). Invalid input on one
+        rank raises ``ValueError`` naming that rank on every rank; a rank that fails or
+        hangs later makes the others raise
+        :class:`~ntkcore.distributed.DistributedError` after the group's timeout.
+        ``log_marginal_likelihood()`` and accurate-variance ``predict`` are collective
+        too. ``None``: one process.
+    stream : int, optional
+        Points per shard streamed through the device (:mod:`ntkcore.distributed.stream`):
+        ``x`` stays where it is (host memory, or a tensor over a ``numpy`` memory map of a
+        ``.npy`` file) and every product of the matrix-free strategies moves one shard at
+        a time to the network's device, keeping no forward pass; the solve then works in
+        weight space (p-vectors) as for sharded data, so n is bounded by the disk. Costs
+        a forward pass per shard per product. Not with ``fisher="fd"``. Combines with
+        ``process_group`` (each rank streams its own shard). ``dense`` (and ``auto``
+        choosing it) moves ``x`` to the device as usual.
 
     Returns
     -------
@@ -564,21 +614,51 @@ def adapt(
         else:
             tol = 1e-8 if lin.dtype == torch.float64 else 1e-4
     tol = _validate_scalar("tol", tol)
+    reduction = DataReduction(process_group)
+    if stream is not None:
+        if isinstance(stream, bool) or not isinstance(stream, int) or stream < 1:
+            raise ValueError(f"stream must be a positive int or None, got {stream!r}")
+        if fisher == "fd":
+            raise ValueError("stream does not support fisher='fd' (use fisher='exact')")
 
     t0 = time.perf_counter()
-    x = lin.prepare_inputs(x)
-    y = _validate_targets(lin, x, y)
+    error: Exception | None = None
+    try:
+        if stream is None:
+            x = lin.prepare_inputs(x)
+        else:  # x stays off the device; shards are validated as they are moved
+            x = as_real_tensor(x, "x")
+            if x.dim() == 0 or x.shape[0] == 0:
+                raise ValueError(f"x must have at least one point, got shape {tuple(x.shape)}")
+            lin.output_dim(lin.prepare_inputs(x[:1]))
+        y = _validate_targets(lin, x, y)
+    except Exception as err:  # every rank must learn of it (no-op on one process)
+        error = err
+    reduction.check(error, "adapt's input validation")
     n, o = y.shape
-    n_obs, p = n * o, lin.num_params
+    p = lin.num_params
+    n_obs = n * o
+    memory = None
+    if reduction.distributed:
+        shapes = reduction.gather_ints([n, o, p], "shard shapes")
+        if len({(s[1], s[2]) for s in shapes}) != 1:
+            raise ValueError(
+                "the ranks' networks or targets disagree on (outputs, parameters): "
+                + ", ".join(f"rank {r}: {s[1:]}" for r, s in enumerate(shapes))
+            )
+        n_obs = sum(s[0] for s in shapes) * o
+        memory = reduction.min_int(_free_memory(lin.device), "free memory")
 
     if strategy == "auto":
-        chosen, reason = choose_strategy(n_obs, p, dtype=lin.dtype, device=lin.device)
+        chosen, reason = choose_strategy(
+            n_obs, p, dtype=lin.dtype, device=lin.device, available_memory=memory
+        )
     else:
         chosen, reason = strategy, "requested"
     diagnostics: dict[str, Any] = {
         "strategy": chosen,
         "reason": reason,
-        "n": n,
+        "n": n_obs // o,
         "outputs": o,
         "num_params": p,
         "dtype": str(lin.dtype).replace("torch.", ""),
@@ -589,11 +669,16 @@ def adapt(
         options=FitOptions(
             tol=tol, max_iter=max_iter, rank=rank, max_rank=max_rank,
             variance_tol=variance_tol, variance=variance, variance_rtol=variance_rtol,
-            refinement=refinement, fisher=fisher, seed=seed, cache=cache,
+            refinement=refinement, fisher=fisher, seed=seed, cache=cache, stream=stream,
         ),
+        reduction=reduction,
     )
     fit = FITS[chosen](problem)
     diagnostics.update(fit.diagnostics)
+    if reduction.distributed:
+        diagnostics["world_size"] = reduction.world_size
+        diagnostics["local_n"] = n
+        diagnostics["communication"] = reduction.stats()
     diagnostics["variance"] = variance
     diagnostics["variance_rtol"] = variance_rtol
     diagnostics["seconds"] = time.perf_counter() - t0
@@ -609,4 +694,5 @@ def adapt(
         _lml=fit.log_marginal_likelihood,
         _variance_corrector=fit.variance_corrector,
         _variance_mode=variance,
+        _reduction=reduction,
     )

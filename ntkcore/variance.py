@@ -97,6 +97,12 @@ class VarianceCorrector:
         The fit's solve needed float64 residuals (then so do the corrections).
     cache : str
         ``cache`` option for the float64 products built on first use.
+    directions : Tensor, optional
+        T (p × r) with U = J T when the training data is sharded across a process group
+        (:func:`ntkcore.strategies.iterative.weight_sketch`; then ``basis`` is unused).
+        The corrections then run in weight space, and :meth:`correct` is collective: each
+        rank's test rows are gathered, bracketed together on the all-reduced products, and
+        each rank keeps its own.
 
     Notes
     -----
@@ -125,6 +131,7 @@ class VarianceCorrector:
         max_iter: int,
         refined: bool = False,
         cache: str = "auto",
+        directions: Tensor | None = None,
     ) -> None:
         self.noise_variance = float(noise_variance)
         self.prior_variance = float(prior_variance)
@@ -133,7 +140,12 @@ class VarianceCorrector:
         self.condition_estimate = float(condition_estimate)
         self.rtol = float(rtol)
         self.max_iter = int(max_iter)
-        self.space = "parameter" if products.p <= products.num_observations else "function"
+        self._reduction = products.reduction
+        sharded = products.sharded
+        self.space = (
+            "parameter" if sharded or products.p <= products.num_observations else "function"
+        )
+        self._directions = directions
         self._dtype = products.dtype
         self._dim = products.p if self.space == "parameter" else products.num_observations
         self._device = products.device
@@ -153,6 +165,7 @@ class VarianceCorrector:
         self._weight_factor: Tensor | None = None
         self._low_rank: Tensor | None = None  # function space: V with M = V G⁻¹ Vᵀ + cI
         self._core_chol: Tensor | None = None
+        self._columns: int | None = None
 
     @property
     def needs_float64(self) -> bool:
@@ -198,15 +211,16 @@ class VarianceCorrector:
                 self._weight_factor = self._factor
         else:
             if self._products64 is None:
-                twin = self._products.linearization.to_dtype(_F64)
-                at = twin.at(self._products.at_x.x, cache=self._cache, strict=False)
-                self._products64 = type(self._products)(at)
+                self._products64 = self._products.to_dtype(_F64, self._cache)
             pr = self._products64
             self._work = pr
             if self.space == "parameter" and self._factor_float64:
                 self._weight_factor = self._factor
             else:
-                w64 = pr.vjp(self._basis)  # JᵀU, shape (p, r), float64
+                if self._directions is not None:  # sharded: JᵀU = JᵀJ T
+                    w64 = pr.gram(self._directions)
+                else:
+                    w64 = pr.vjp(self._basis)  # JᵀU, shape (p, r), float64
                 gram = w64.mT @ w64  # UᵀJJᵀU = G
                 if self.space == "parameter":
                     eye = torch.eye(gram.shape[0], dtype=_F64, device=gram.device)
@@ -220,6 +234,8 @@ class VarianceCorrector:
                     self._low_rank = v
                     core = c * gram + v.mT @ v
                     self._core_chol = torch.linalg.cholesky(0.5 * (core + core.mT))
+        # every rank must split the gathered test rows alike
+        self._columns = self._reduction.min_int(self._columns_per_block(), "block CG width")
         self._ready = True
 
     def _matmul(self, v: Tensor) -> Tensor:
@@ -262,10 +278,18 @@ class VarianceCorrector:
             the bracket.
         """
         self._prepare()
+        reduction = self._reduction
+        if reduction.distributed:  # collective: bracket every rank's rows together
+            mine = rows.shape[0]
+            counts = [c[0] for c in reduction.gather_ints([mine], "test rows per rank")]
+            start = sum(counts[: reduction.rank])
+            rows = reduction.gather_rows(rows.contiguous(), "test Jacobian rows")
+            fast = reduction.gather_rows(fast.contiguous(), "fast variances")
         variances, bounds = [], []
         iterations = products = 0
         converged = True
-        step = self._columns_per_block()
+        step = self._columns
+        assert step is not None
         for s in range(0, rows.shape[0], step):
             out = self._correct_block(rows[s : s + step], fast[s : s + step])
             variances.append(out.variance)
@@ -273,9 +297,13 @@ class VarianceCorrector:
             iterations = max(iterations, out.iterations)
             products += out.products
             converged = converged and out.converged
-        return CorrectedVariances(
-            torch.cat(variances), torch.cat(bounds), iterations, products, converged
-        )
+        if not variances:  # no rows on any rank
+            empty = fast.new_zeros(0)
+            return CorrectedVariances(empty, empty, 0, 0, True)
+        variance, bound = torch.cat(variances), torch.cat(bounds)
+        if reduction.distributed:
+            variance, bound = variance[start : start + mine], bound[start : start + mine]
+        return CorrectedVariances(variance, bound, iterations, products, converged)
 
     def _correct_block(self, rows: Tensor, fast: Tensor) -> CorrectedVariances:
         sigma2, s2, rtol = self.noise_variance, self.prior_variance, self.rtol

@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ntkcore.distributed.reduction import LOCAL, DataReduction
 from ntkcore.linearization import Linearization
 
 __all__ = ["FitFunction", "FitOptions", "FitProblem", "FitResult"]
@@ -44,6 +45,7 @@ class FitOptions:
     fisher: str
     seed: int
     cache: str
+    stream: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class FitProblem:
     noise_variance, prior_variance : float
         σ² and s².
     options : FitOptions
+    reduction : DataReduction
+        Sums over the data shards when ``x`` and ``y`` are this rank's shard of data
+        split across a process group (:mod:`ntkcore.distributed`); a no-op by default.
     """
 
     linearization: Linearization
@@ -71,6 +76,7 @@ class FitProblem:
     noise_variance: float
     prior_variance: float
     options: FitOptions
+    reduction: DataReduction = LOCAL
 
     @property
     def shift(self) -> float:
@@ -79,7 +85,7 @@ class FitProblem:
 
     @property
     def num_observations(self) -> int:
-        """N = n·o."""
+        """N = n·o of this rank's shard (all the data on one process)."""
         return int(self.y.numel())
 
     def residual(self, network_output: Callable[[], Tensor]) -> Tensor:

@@ -10,6 +10,16 @@ r"""The matrix-free strategies ``function`` (CG on J Jᵀ + cI, Eq. 3) and ``par
 5. :func:`log_marginal_likelihood` and :func:`diagnostics`.
 
 Every product is at the training inputs through :class:`TrainingProducts`.
+
+Data sharded across a process group (:mod:`ntkcore.distributed`): function-space vectors
+(N rows) would be sharded too, and every inner product, QR and Lanczos step on them would
+need its own collective. Instead both strategies then work in weight space, where every
+vector is p long and replicated: the system is (JᵀJ + cI) w̄ = Jᵀr (Eq. 2, one all-reduce of
+k p-vectors per product, the same cost per CG iteration as Eq. 3's K u = J(Σ_r J_rᵀu_r)),
+the sketch is the Nyström sketch of JᵀJ (:func:`weight_sketch`, same spectrum as J Jᵀ),
+and the Galerkin factor's basis is U = J T with T from that sketch (U orthonormal,
+sharded by rows, never formed: W = JᵀU = JᵀJ T). Every rank then runs the same CG, sketch
+algebra and Lanczos on identical replicated data.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ntkcore.distributed.stream import StreamedJacobian
 from ntkcore.memory import available_memory as _free_memory
 from ntkcore.solvers.cg import SolveInfo, conjugate_gradients
 from ntkcore.solvers.nystrom import (
@@ -50,6 +61,7 @@ __all__ = [
     "sketch",
     "solve",
     "variance_bound",
+    "weight_sketch",
 ]
 
 _F64 = torch.float64
@@ -134,6 +146,13 @@ class Sketch:
     max_rank : int
         The cap ``rank="auto"`` ran under.
     seconds : float
+    directions : Tensor or None
+        Sharded data only (:func:`weight_sketch`): T (p × r, float64) with U = J T the
+        orthonormal function-space basis of the factor (then ``weight_basis`` = JᵀJ T and
+        ``nystrom`` is the sketch of JᵀJ).
+    ritz_values : Tensor or None
+        Sharded data only: Θ (r,), the Rayleigh–Ritz values of JᵀJ on the sketch's span
+        (its Ritz vectors are T Θ^{1/2}); more accurate than the Nyström eigenvalues.
     """
 
     nystrom: NystromApproximation
@@ -144,14 +163,20 @@ class Sketch:
     memory_capped: bool
     max_rank: int
     seconds: float
+    directions: Tensor | None = None
+    ritz_values: Tensor | None = None
 
     @property
     def basis(self) -> Tensor:
-        """U, shape (N, r), orthonormal columns."""
+        """U, shape (N, r), orthonormal columns (the sketch's eigenvectors, p × r, for
+        sharded data: see ``directions``)."""
         return self.nystrom.eigenvectors
 
     @property
     def rank(self) -> int:
+        """The rank of the covariance factor's basis."""
+        if self.directions is not None:
+            return int(self.directions.shape[1])
         return int(self.basis.shape[1])
 
 
@@ -164,26 +189,17 @@ def sketch(products: TrainingProducts, space: str, c: float, options: FitOptions
     weight space against 7.4 in function space and λ₃₂/c = 8.0 from eigvalsh; in float64
     both agree), which stopped ``rank="auto"`` too early.
     """
+    if products.sharded:
+        return weight_sketch(products, c, options)
     n_obs, p = products.num_observations, products.p
-    rank, max_rank = options.rank, options.max_rank
+    rank = options.rank
     gen = torch.Generator().manual_seed(options.seed)
     t0 = time.perf_counter()
     # In weight space at most rank(J) <= min(N, p) columns carry information; in function
     # space with N > p the sketch still needs all N so that λ̂_r = 0 and the
     # preconditioner sends the null space of J Jᵀ to the shift (condition number 1).
     cap = n_obs if space == "function" else min(n_obs, p)
-    # The covariance factor [w̄; F] is (1 + r) × p float64 and must fit in half the free
-    # memory (p = 10⁸ on one H200: r <= ~80; a rank-256 factor would need 190 GiB).
-    memory_cap = _factor_rank_cap(p, products.device)
-    if rank != "auto" and min(rank, cap) > memory_cap:
-        raise ValueError(
-            f"rank={rank} needs a ({min(rank, cap) + 1} × {p}) float64 covariance "
-            f"factor ({(min(rank, cap) + 1) * p * 8 / 2**30:.0f} GiB), more than half "
-            f"the free memory allows (rank <= {memory_cap}); lower rank or use rank='auto'"
-        )
-    memory_capped = rank == "auto" and min(max_rank, cap) > memory_cap
-    if memory_capped:
-        max_rank = max(1, memory_cap)
+    memory_cap, memory_capped, max_rank = _rank_caps(products, cap, options)
     if rank == "auto":
         # Once λ̂_r is small enough, a rank-r sketch whose next doubling spans the problem
         # (min(N, p) <= 2r) is completed: exact variances for at most twice the products.
@@ -214,6 +230,78 @@ def sketch(products: TrainingProducts, space: str, c: float, options: FitOptions
     return Sketch(
         nystrom, precond, weight_basis, cap, memory_cap, memory_capped, max_rank,
         time.perf_counter() - t0,
+    )
+
+
+def _rank_caps(
+    products: TrainingProducts, cap: int, options: FitOptions
+) -> tuple[int, bool, int]:
+    """(memory_cap, memory_capped, max_rank) of the sketch; raises for a fixed rank whose
+    factor would not fit. The same on every rank of a process group (the smallest)."""
+    p, rank, max_rank = products.p, options.rank, options.max_rank
+    # The covariance factor [w̄; F] is (1 + r) × p float64 and must fit in half the free
+    # memory (p = 10⁸ on one H200: r <= ~80; a rank-256 factor would need 190 GiB).
+    memory_cap = products.reduction.min_int(
+        _factor_rank_cap(p, products.device), "covariance factor memory cap"
+    )
+    if rank != "auto" and min(rank, cap) > memory_cap:
+        raise ValueError(
+            f"rank={rank} needs a ({min(rank, cap) + 1} × {p}) float64 covariance "
+            f"factor ({(min(rank, cap) + 1) * p * 8 / 2**30:.0f} GiB), more than half "
+            f"the free memory allows (rank <= {memory_cap}); lower rank or use rank='auto'"
+        )
+    memory_capped = rank == "auto" and min(max_rank, cap) > memory_cap
+    if memory_capped:
+        max_rank = max(1, memory_cap)
+    return memory_cap, memory_capped, max_rank
+
+
+def weight_sketch(products: TrainingProducts, c: float, options: FitOptions) -> Sketch:
+    r"""The sketch for data sharded across ranks: Nyström of JᵀJ, replicated on every rank.
+
+    The test matrix Ω (p × r, drawn from ``options.seed``) is the same on every rank, each
+    sketch product JᵀJ Ω = Σ_r J_rᵀJ_r Ω is one all-reduce, and the r × r algebra is
+    repeated identically on every rank. The sketch's eigenvectors V (p × r) precondition
+    the weight-space CG directly. The covariance factor needs an orthonormal basis U of
+    function space with W = JᵀU: r more products give JᵀJ V, the Gram matrix
+    G = VᵀJᵀJ V = Q Θ Qᵀ and T = V Q Θ^{-1/2}, so that U = J T has UᵀU = I and
+    W = JᵀJ V Q Θ^{-1/2}. Directions with Θ below the products' rounding
+    (u · Θ_max · 10, u of the network's dtype: null directions of J) are dropped. U spans
+    J V ⊇ the top eigenspace of J Jᵀ as the function-space sketch's basis does, and spans
+    range(J) when r reaches min(N, p) (exact variances, as on one process).
+    """
+    n_obs, p = products.num_observations, products.p
+    dtype = products.dtype
+    t0 = time.perf_counter()
+    cap = min(n_obs, p)
+    memory_cap, memory_capped, max_rank = _rank_caps(products, cap, options)
+    gen = torch.Generator().manual_seed(options.seed)
+    if options.rank == "auto":
+        nystrom = NystromApproximation.adaptive(
+            products.gram, p, threshold=c * min(1.0, options.variance_tol),
+            initial_rank=_INITIAL_RANK, max_rank=min(max_rank, cap), span_rank=cap,
+            dtype=dtype, device=products.device, generator=gen,
+        )
+    else:
+        assert isinstance(options.rank, int)
+        nystrom = NystromApproximation(
+            products.gram, p, min(options.rank, cap), dtype=dtype, device=products.device,
+            generator=gen,
+        )
+    v = nystrom.eigenvectors  # shape: (p, r), float64
+    gram_v = products.gram(v.to(dtype)).to(_F64)  # JᵀJ V, shape (p, r)
+    g = v.mT @ gram_v
+    theta, q = torch.linalg.eigh(0.5 * (g + g.mT))
+    theta, q = theta.flip(0), q.flip(1)  # descending
+    floor = 10 * torch.finfo(dtype).eps * float(theta[0].clamp_min(0.0))
+    keep = theta > max(floor, torch.finfo(_F64).tiny)
+    scale = theta[keep].rsqrt()
+    directions = (v @ q[:, keep]) * scale  # T, shape (p, r')
+    weight_basis = (gram_v @ q[:, keep]) * scale  # W = JᵀJ T = JᵀU, shape (p, r')
+    return Sketch(
+        nystrom, NystromPreconditioner(nystrom, c), weight_basis, cap, memory_cap,
+        memory_capped, max_rank, time.perf_counter() - t0, directions=directions,
+        ritz_values=theta[keep],
     )
 
 
@@ -282,7 +370,7 @@ def factor(
     """
     p = products.p
     basis = sk.basis
-    rows = torch.empty(1 + basis.shape[1], p, dtype=_F64, device=products.device)
+    rows = torch.empty(1 + sk.rank, p, dtype=_F64, device=products.device)
     rows_products = float64_products if float64_rows and float64_products else products
     if space == "parameter":
         rows[0].copy_(z.reshape(-1))
@@ -291,6 +379,8 @@ def factor(
     if space == "parameter" and rows_products is products:
         assert sk.weight_basis is not None
         rows[1:].copy_(sk.weight_basis.mT)  # shape: (r, p) = UᵀJ, from the sketch step
+    elif sk.directions is not None:  # sharded data: UᵀJ = (JᵀJ T)ᵀ by float64 products
+        rows[1:].copy_(rows_products.gram(sk.directions.to(rows_products.dtype)).mT)
     else:
         pr = rows_products
         cols = basis.to(pr.dtype)  # shape: (N, r)
@@ -320,8 +410,21 @@ def variance_bound(products: TrainingProducts, sk: Sketch, c: float, seed: int) 
     Σ̂ = s²(I + JᵀPJ/c)⁻¹ and Σ = s²(I + JᵀJ/c)⁻¹; since
     I + JᵀJ/c ⪯ (1 + δ)(I + JᵀPJ/c) with δ = ‖(I − P) J Jᵀ (I − P)‖₂ / c, no variance is
     overestimated by more than the factor 1 + δ. δ by four steps of block power iteration
-    (16 products).
+    (16 products). For sharded data (``sk.directions``) the same norm in weight space:
+    ‖Jᵀ(I − P)J‖₂ = ‖JᵀJ − W Wᵀ‖₂ with W = JᵀU (replicated p-vectors).
     """
+    if sk.directions is not None:
+        assert sk.weight_basis is not None, "variance_bound runs before factor"
+        w = sk.weight_basis
+
+        def weight_tail(v: Tensor) -> Tensor:  # (JᵀJ − W Wᵀ) v
+            v64 = v.to(_F64)
+            return products.gram(v).to(_F64) - w @ (w.mT @ v64)
+
+        return largest_eigenvalue(
+            weight_tail, products.p, dtype=products.dtype, device=products.device,
+            generator=torch.Generator().manual_seed(seed + 2),
+        ) / c
     u64 = sk.basis.to(_F64)
 
     def tail_kernel(v: Tensor) -> Tensor:  # (I − P) J Jᵀ (I − P) v
@@ -347,17 +450,40 @@ def log_marginal_likelihood(
     prior_variance: float,
     seed: int,
     matmul: Matmul | None = None,
+    products: TrainingProducts | None = None,
 ) -> LmlClosure:
     """log p(y) as a closure: the quadratic form from the CG solution now, the
     log-determinant by stochastic Lanczos quadrature on the preconditioned system when
-    called (on ``matmul``, default the system's own product)."""
+    called (on ``matmul``, default the system's own product).
+
+    With ``products`` of data sharded across a process group (weight space; collective on
+    every rank, as is calling the closure): N and the sums below are all-reduced, the
+    quadratic form is the minimum rᵀ(s²JJᵀ + σ²I)⁻¹r = (‖r − J w̄‖² + c‖w̄‖²)/σ², whose
+    error is second order in that of w̄ (the form (‖r‖² − rᵀJw̄)/σ² cancels: 2.7e-8
+    relative on the tests' 23-point problem at tol 1e-13), and the log-determinant is
+    deflated: log|JᵀJ + cI| = log|P̃| + log|P̃^{-1/2}(JᵀJ + cI)P̃^{-1/2}| with
+    P̃ = R Θ Rᵀ + cI from the Ritz pairs of JᵀJ on the sketch's span
+    (:func:`weight_sketch`), so that SLQ only estimates what the sketch missed (nothing
+    but rounding when it spans; the normalized preconditioner leaves two clusters, c and
+    λ̂_r + c, whose trace estimate had a standard error of 1.8e-7 on that problem).
+    """
     sigma2, s2 = noise_variance, prior_variance
     c = sigma2 / s2
-    n_obs = resid.numel()
+    sharded = products is not None and products.sharded
+    n_obs = products.num_observations if products is not None else resid.numel()
     r64 = resid.reshape(-1).to(_F64)
     rhs64, z64 = system.rhs.reshape(-1).to(_F64), z.reshape(-1).to(_F64)
     if system.space == "function":
+        if sharded:
+            raise ValueError("sharded data is solved in weight space (ntkcore.distributed)")
         quad = float(r64 @ z64) / s2  # rᵀ K̂⁻¹ r with K̂ = s²(JJᵀ + cI), z = (JJᵀ + cI)⁻¹ r
+    elif sharded:
+        assert products is not None
+        misfit = r64 - products.jvp(z.reshape(-1, 1).to(products.dtype)).reshape(-1).to(_F64)
+        quad = (
+            products.reduction.sum_float(float(misfit @ misfit), "‖r − J w̄‖²")
+            + c * float(z64 @ z64)
+        ) / sigma2
     else:
         quad = (float(r64 @ r64) - float(rhs64 @ z64)) / sigma2
     precond, dim = sk.preconditioner, system.dim
@@ -366,16 +492,30 @@ def log_marginal_likelihood(
     matmul = system.matmul if matmul is None else matmul
     dtype = sk.nystrom.dtype
 
+    if sharded:  # deflation by P̃ = R Θ Rᵀ + cI, Ritz pairs on the sketch (see above)
+        assert sk.directions is not None and sk.ritz_values is not None
+        lam = sk.ritz_values
+        vecs = sk.directions * lam.sqrt()  # R = T Θ^{1/2}, orthonormal columns
+        scale = (lam + c).rsqrt() - c**-0.5
+
+        def inv_sqrt(v: Tensor) -> Tensor:  # P̃^{-1/2} v
+            v64 = v.to(_F64)
+            return (v64 * c**-0.5 + vecs @ (scale.unsqueeze(-1) * (vecs.mT @ v64))).to(v.dtype)
+
+        precond_logdet = float(torch.log(lam + c).sum()) + (dim - lam.numel()) * math.log(c)
+    else:
+        inv_sqrt, precond_logdet = precond.inv_sqrt, precond.logdet()
+
     def lml() -> tuple[float, float]:
         # log|s² JJᵀ + σ² I_N| = N log s² + log|G + cI_d| (+ (N − p) log c in weight space)
         est, se = logdet_slq(
-            lambda v: precond.inv_sqrt(matmul(precond.inv_sqrt(v))),
+            lambda v: inv_sqrt(matmul(inv_sqrt(v))),
             dim,
             dtype=dtype,
             device=device,
             generator=torch.Generator().manual_seed(seed + 1),
         )
-        logdet = n_obs * math.log(s2) + precond.logdet() + est
+        logdet = n_obs * math.log(s2) + precond_logdet + est
         if space == "parameter":
             logdet += (n_obs - p) * math.log(c)
         return -0.5 * quad - 0.5 * logdet - 0.5 * n_obs * math.log(2 * math.pi), 0.5 * se
@@ -542,25 +682,45 @@ def _solve_with_precision(
 def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
     options = problem.options
     c = problem.shift
-    at_x = problem.linearization.at(problem.x, cache=options.cache)
-    products = TrainingProducts(at_x)
+    if options.stream is not None:  # x stays off the device (ntkcore.distributed.stream)
+        at_x: Any = StreamedJacobian(problem.linearization, problem.x, options.stream)
+    else:
+        at_x = problem.linearization.at(problem.x, cache=options.cache)
+    reduction = problem.reduction
+    products = TrainingProducts(at_x, reduction)
+    fisher = options.fisher
+    requested_space = space
+    if products.sharded:
+        # function-space vectors would be sharded: solve Eq. 3 through Eq. 2 (module doc)
+        space, fisher = "parameter", fisher if space == "parameter" else "exact"
     # The network mean comes from the cached forward pass: no extra pass over x.
     resid = problem.residual(lambda: at_x.output)
-    system = WeightSystem.build(products, space, resid, c, options.fisher)
+    system = WeightSystem.build(products, space, resid, c, fisher)
     sk = sketch(products, space, c, options)
     nystrom_basis, nystrom_eigenvalues = sk.basis, sk.nystrom.eigenvalues
     z, info, prec, solved, resid = _solve_with_precision(problem, products, system, resid, sk)
     exact_variance = sk.rank >= min(products.num_observations, products.p)
+    bound = 0.0 if exact_variance else variance_bound(products, sk, c, options.seed)
+    directions = sk.directions
     weights, cov_factor = factor(
         products, space, sk, z, c, float64_products=prec.products64,
         float64_rows=exact_variance,
     )
-    bound = 0.0 if exact_variance else variance_bound(products, sk, c, options.seed)
     lml = log_marginal_likelihood(
         solved, sk, resid, z, noise_variance=problem.noise_variance,
         prior_variance=problem.prior_variance, seed=options.seed, matmul=system.matmul,
+        products=prec.products64 or products,
     )
     report = diagnostics(products, space, sk, info, bound, c, options, prec)
+    if products.sharded:
+        report["distributed_note"] = (
+            f"data sharded over {reduction.world_size} rank(s)"
+            + (f", streamed in shards of {options.stream} points" if options.stream else "")
+            + ": "
+            + ("Eq. 3 solved through Eq. 2 in weight space (p-vectors replicated, one "
+               "all-reduce per product); " if requested_space == "function" else "")
+            + "Nyström sketch of JᵀJ"
+        )
     corrector = None
     if not exact_variance:
         corrector = VarianceCorrector(
@@ -570,6 +730,7 @@ def _fit_matrix_free(problem: FitProblem, space: str) -> FitResult:
             basis=nystrom_basis, eigenvalues=nystrom_eigenvalues, bound=bound,
             condition_estimate=prec.condition_estimate, rtol=options.variance_rtol,
             max_iter=options.max_iter, refined=prec.refine, cache=options.cache,
+            directions=directions,
         )
         report["variance_products_dtype"] = str(corrector.product_dtype).replace("torch.", "")
     return FitResult(weights, cov_factor, "subtract", lml, report, corrector)

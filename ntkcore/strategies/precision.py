@@ -82,9 +82,8 @@ def _float64_products(products: TrainingProducts, cache: str) -> TrainingProduct
     solve: the pullback cache only (n = 2,000, p = 17,793, 2 threads: 0.07 s to build
     against 2.5 s for the traced tangent program, which a handful of products does not
     repay)."""
-    twin = products.linearization.to_dtype(_F64)
     keep = "none" if cache == "none" else "pullback"
-    return TrainingProducts(twin.at(products.at_x.x, cache=keep, strict=False))
+    return products.to_dtype(_F64, keep)
 
 
 def plan(
