@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import platform
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -99,10 +101,36 @@ def linearization(preset_id: str) -> ntkcore.Linearization:
     return _cached_linearization(preset_id, hasattr(model, "mean_model"))
 
 
-def reproduce(code: str) -> None:
-    """A "Reproduce in Python" expander with the snippet that regenerates the page's figure."""
-    with st.expander("Reproduce in Python", icon=":material/code:"):
-        st.code(code.strip(), language="python")
+#: Session-state keys of the "Reproduce in Python" expanders start with this.
+REPRODUCE_KEY_PREFIX = "reproduce:"
+
+
+def reproduce(code: str, *, key: str | None = None) -> None:
+    """A "Reproduce in Python" expander with the snippet that regenerates the page's figure.
+
+    The expander is lazy: the snippet is sent only once it is opened (a rerun). A code
+    block makes a fresh browser load Streamlit's syntax highlighter, 1.5 MB of JavaScript:
+    on 2 CPU cores that was 0.85 s of every page's first view (a one-figure page, 2.65 s ->
+    3.5 s; benchmarks/RESULTS.md, "The app's speed in a browser").
+
+    Parameters
+    ----------
+    code : str
+        The snippet.
+    key : str, optional
+        Identifies the expander (its open state); default: the calling file and line.
+    """
+    if key is None:
+        caller = sys._getframe(1)
+        key = f"{Path(caller.f_code.co_filename).stem}:{caller.f_lineno}"
+    expander = st.expander(
+        "Reproduce in Python",
+        icon=":material/code:",
+        key=REPRODUCE_KEY_PREFIX + key,
+        on_change="rerun",
+    )
+    if expander.open:
+        expander.code(code.strip(), language="python")
 
 
 def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV") -> None:

@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest
 from app.compute import RESULTS
 from ntkcore.experiments import classification as experiments
 from ntkcore.experiments.registry import ExperimentTables
+from tests.apptest_helpers import reproduce_snippets
 from tests.figures import values
 from tests.test_app import FIRST_RUN_TIMEOUT, _assert_clean, _figure, _open, _run_button, _traces
 
@@ -157,7 +158,7 @@ def test_run_shows_the_numbers_the_library_computes(calls, monkeypatch):
     assert {"Download the metrics (CSV)", "Download the reliability bins (CSV)"} <= labels
 
     # the page's own snippet reproduces the table
-    snippets = [c.value for c in at.code if "experiments.classification import" in c.value]
+    snippets = [c for c in reproduce_snippets(at) if "experiments.classification import" in c]
     assert len(snippets) == 1
     assert "n_train=50" in snippets[0] and "means=('zero',)" in snippets[0]
     monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: None)
@@ -270,7 +271,7 @@ def test_transfer_tab_runs_table1_with_tiny_options(calls):
         [expected.loc["top-1", "accuracy"]]
     )
     assert "linear classifier [ECE]" in traces
-    assert any("unsupervised_transfer(" in c.value for c in at.code)
+    assert any("unsupervised_transfer(" in c for c in reproduce_snippets(at))
 
 
 def test_gpu_preset_offered_only_with_a_gpu(calls, monkeypatch):

@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 import ntkcore
 from ntkcore import data, zoo
+from tests.apptest_helpers import reproduce_snippets
 from tests.figures import trace, trace_names
 from tests.figures import values as _values
 
@@ -290,7 +291,7 @@ def test_url_query_reproduces_the_comparison():
 def test_reproduce_snippet_regenerates_the_figure(at: AppTest, monkeypatch: pytest.MonkeyPatch):
     shown: list[go.Figure] = []
     monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
-    code = at.code[0].value
+    code = reproduce_snippets(at)[0]
     exec(compile(textwrap.dedent(code), "<reproduce>", "exec"), {})
     assert len(shown) == 1
     page = _figure(at)

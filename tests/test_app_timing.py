@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 from app.compute import RESULTS
 from ntkcore.experiments import timing
 from ntkcore.experiments.figure2 import Figure2Problem
+from tests.apptest_helpers import reproduce_snippets
 from tests.figures import values
 from tests.test_app import _assert_clean, _figure, _open, _run_button, _traces
 
@@ -79,7 +80,7 @@ def _metrics(at: AppTest) -> dict[str, str]:
 
 def _reproduced_table(at: AppTest, monkeypatch: pytest.MonkeyPatch) -> pd.DataFrame:
     """Execute the page's "Reproduce in Python" snippet (figure display switched off)."""
-    snippets = [c.value for c in at.code if "ntkcore.experiments.timing" in c.value]
+    snippets = [c for c in reproduce_snippets(at) if "ntkcore.experiments.timing" in c]
     assert len(snippets) == 1
     monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: None)
     namespace: dict[str, Any] = {}

@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest
 from app.compute import RESULTS
 from app.uploads import EXAMPLE_CSV, UserData
 from ntkcore.experiments import fast_adaptation as experiment
+from tests.apptest_helpers import reproduce_snippets
 from tests.figures import values
 
 ENTRY = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
@@ -221,7 +222,7 @@ def test_library_error_is_shown_and_the_previous_result_kept(monkeypatch: pytest
 
 def test_reproduce_snippet_runs_and_gives_the_pages_numbers(monkeypatch: pytest.MonkeyPatch):
     at = _press_run(_open())
-    (snippet,) = [c.value for c in at.code]
+    (snippet,) = reproduce_snippets(at)
     assert "fast_adaptation(" in snippet and "tasks=(0, 1)" in snippet
     monkeypatch.setattr("plotly.graph_objects.Figure.show", lambda self, *a, **k: None)
     namespace: dict[str, Any] = {}
@@ -259,7 +260,7 @@ def test_uploaded_data_run_matches_the_library(tmp_path: Path, monkeypatch: pyte
     assert set(_curves(at)) == {"ntk", "no-retrain"}
     assert any("random splits of your target rows" in m.value for m in at.markdown)
 
-    (snippet,) = [c.value for c in at.code]
+    (snippet,) = reproduce_snippets(at)
     assert "train_source(" in snippet and "fast_adaptation_from_source(" in snippet
     (tmp_path / "example.csv").write_text(EXAMPLE_CSV)
     monkeypatch.chdir(tmp_path)

@@ -312,9 +312,11 @@ def test_dead_rank_ends_the_run_on_the_others():
 
 # ----------------------------------------------------------------------------- torchrun
 @pytest.mark.slow
-def test_torchrun_entry_point(tmp_path):
+@pytest.mark.parametrize("stream", (None, 7), ids=("in-memory", "streamed"))
+def test_torchrun_entry_point(tmp_path, stream):
     """``torchrun --nproc-per-node 2 -m ntkcore.distributed`` on .npy files read by rank
-    (memory-mapped) matches ``adapt`` on the whole arrays in this process to 1e-10."""
+    (memory-mapped; with ``--stream`` left on disk and streamed 7 points at a time) matches
+    ``adapt`` on the whole arrays in this process to 1e-10."""
     import json
     import subprocess
     import sys
@@ -340,10 +342,16 @@ def test_torchrun_entry_point(tmp_path):
            "--x-test", str(tmp_path / "xt.npy"), "--noise-variance", "1e-2",
            "--strategy", "function", "--tol", "1e-13", "--threads", "1", "--lml",
            "--timeout", "60", "--out", str(out)]
+    if stream is not None:
+        cmd += ["--stream", str(stream)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["world_size"] == 2 and result["backend"] == "gloo"
+    assert result["stream"] == stream
+    expected_cache = "streamed" if stream else None
+    if expected_cache:
+        assert result["diagnostics"]["product_cache"] == expected_cache
     assert [r["rows"] for r in result["ranks"]] == [[0, 16], [16, 31]]
     assert all(r["comm_bytes"] > 0 for r in result["ranks"])
     model = random_mlp([3, 8, 8, 1], 0, F64)

@@ -23,6 +23,7 @@ from app.compute import RESULTS
 from ntkcore import data, zoo
 from ntkcore.experiments import similarity as experiment
 from ntkcore.zoo.pretraining import load_task, resolve
+from tests.apptest_helpers import reproduce_snippets
 from tests.figures import values
 
 ENTRY = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
@@ -101,7 +102,7 @@ def test_full_preset_offered_with_a_gpu_and_fills_the_form(monkeypatch: pytest.M
     sizes = experiment._PRESETS["full"]
     assert at.number_input(key="sim_seeds").value == sizes["seeds"] == 25
     assert at.number_input(key="sim_probes").value == sizes["n_probe"] == 2000
-    reproduce = at.code[0].value
+    reproduce = reproduce_snippets(at)[0]
     assert "preset='full', seeds=25, n_probe=2000" in reproduce and "device='cuda'" in reproduce
 
 
@@ -199,7 +200,7 @@ def test_heatmap_matches_ntk_by_class():
 
 def test_reproduce_snippets_run_and_give_the_pages_numbers(monkeypatch: pytest.MonkeyPatch):
     at = _press_run(_open())
-    snippets = [c.value for c in at.code]
+    snippets = reproduce_snippets(at)
     assert len(snippets) == 2 and "jacobian_similarity(" in snippets[0]
     assert "ntk_by_class(" in snippets[1]
     monkeypatch.setattr("plotly.graph_objects.Figure.show", lambda self, *a, **k: None)

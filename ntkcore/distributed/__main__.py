@@ -2,7 +2,8 @@
 
 Every rank loads the network, reads *its own* contiguous shard of the target data and of
 the test points (``.npy`` files are memory-mapped and only the rank's rows are read;
-nothing is gathered on one rank), calls ``ntkcore.adapt(..., process_group=WORLD)``,
+nothing is gathered on one rank; with ``--stream N`` the rows stay on disk and move to the
+device N points at a time per product), calls ``ntkcore.adapt(..., process_group=WORLD)``,
 predicts its test shard and writes
 
 * ``OUT/result.json`` (rank 0): settings, the posterior's diagnostics, the log marginal
@@ -18,6 +19,8 @@ Examples (one node; ``--nnodes``/``--rdzv-endpoint`` across nodes, ``docs/DISTRI
         --mlp 8,256,256,1 --x x.npy --y y.npy --x-test xt.npy --noise-variance 1e-2 --out run/
     torchrun --standalone --nproc-per-node 2 -m ntkcore.distributed \\
         --mlp 8,64,64,1 --synthetic 100000 --test 1000 --noise-variance 1e-2 --out run/
+    torchrun --standalone --nproc-per-node 2 -m ntkcore.distributed --mlp 8,64,64,1 \\
+        --x big_x.npy --y big_y.npy --stream 25000 --noise-variance 1e-2 --out run/
 
 GPUs: with CUDA present each rank takes ``cuda:LOCAL_RANK`` and the group uses NCCL;
 otherwise Gloo on the CPU (``--backend`` overrides). Same code path either way.
@@ -29,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +77,18 @@ def synthetic_rows(
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def npy_rows(path: str, rank: int, world: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """This rank's rows of a ``.npy`` array, read through a memory map (only they are read)."""
+def npy_rows(
+    path: str, rank: int, world: int, *, in_memory: bool = True
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """This rank's rows of a ``.npy`` array, through a memory map (only they are read).
+
+    ``in_memory=False`` returns the memory-mapped rows themselves: nothing is read until a
+    streamed product touches them (``--stream``), so a rank's shard may exceed its memory.
+    """
     arr = np.load(path, mmap_mode="r")
     start, stop = shard_bounds(arr.shape[0], rank, world)
-    return np.ascontiguousarray(arr[start:stop]), (start, stop)
+    rows = arr[start:stop]
+    return (np.ascontiguousarray(rows) if in_memory else rows), (start, stop)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-rank", type=int, default=512)
     ap.add_argument("--variance", default="accurate", choices=("accurate", "fast", "none"))
     ap.add_argument("--lml", action="store_true", help="also the log marginal likelihood")
+    ap.add_argument("--stream", type=int, default=None,
+                    help="points per shard streamed through the device (adapt(stream=)): "
+                    "--x stays memory-mapped on disk, synthetic data in host memory")
     ap.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     ap.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"))
     ap.add_argument("--timeout", type=float, default=300.0, help="collective timeout, s")
@@ -118,7 +132,7 @@ def _load_data(args: argparse.Namespace, model_dim: int | None, outputs: int | N
     if args.x is not None:
         if args.y is None:
             raise ValueError("--x needs --y")
-        x, rows = npy_rows(args.x, rank, world)
+        x, rows = npy_rows(args.x, rank, world, in_memory=args.stream is None)
         y, rows_y = npy_rows(args.y, rank, world)
         if rows != rows_y:
             raise ValueError(f"--x and --y have different lengths ({args.x}, {args.y})")
@@ -179,13 +193,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def tensor(a: Any) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a)).to(device=device, dtype=dtype)
 
-    x, y = tensor(loaded["x"]), tensor(loaded["y"])
+    y = tensor(loaded["y"])
+    if args.stream is None:
+        x = tensor(loaded["x"])
+    else:  # stays on the host (or on disk): shards move to the device per product
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # a read-only memory map
+            x = torch.as_tensor(loaded["x"])  # shares the (memory-mapped) buffer
     rank_arg: Any = args.rank if args.rank == "auto" else int(args.rank)
     variance = "accurate" if args.variance == "none" else args.variance
     post = ntkcore.adapt(
         model, x, y, noise_variance=args.noise_variance, prior_variance=args.prior_variance,
         mean=args.mean, strategy=args.strategy, tol=args.tol, rank=rank_arg,
-        max_rank=args.max_rank, variance=variance, process_group=group,
+        max_rank=args.max_rank, variance=variance, process_group=group, stream=args.stream,
     )
     t_adapt = time.perf_counter()
     out = Path(args.out)
@@ -217,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "command": "python -m ntkcore.distributed " + " ".join(argv_used),
         "world_size": world, "backend": dist.get_backend(), "device": str(device),
+        "stream": args.stream,
         "dtype": args.dtype, "num_params": post.linearization.num_params,
         "log_marginal_likelihood": lml, "diagnostics": diagnostics, "ranks": ranks,
     }
