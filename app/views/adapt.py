@@ -586,7 +586,7 @@ def _figure(result: Result) -> Any:
         degrees = "°" if transform.get("y_units") == "degrees" else ""
         images = task.test[0][:count, 0].numpy()
         titles = [
-            f"true {shift + scale * float(t):.0f}{degrees} · pred "
+            f"true {shift + scale * float(t):.0f}{degrees}<br>pred "
             f"{shift + scale * float(m):.0f} ± {2 * scale * math.sqrt(float(v)):.0f}"
             for t, m, v in zip(
                 result.y_test[:count, 0], result.mean[:count, 0], result.variance[:count, 0],

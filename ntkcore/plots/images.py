@@ -31,7 +31,8 @@ def image_strip_figure(
     images : array-like, shape (k, h, w)
         The images (any real range; each is drawn with its own min-max scaling).
     titles : sequence of str, length k
-        One caption per image (e.g. "true 12° · pred 14 ± 3").
+        One caption per image (e.g. "true 12°<br>pred 14 ± 3"; ``<br>`` breaks a line, and
+        narrow images need it: captions longer than an image's width overlap).
     height : int
         Figure height in pixels.
     colorscale : str
@@ -74,5 +75,6 @@ def image_strip_figure(
     for i in range(1, k):
         fig.update_yaxes(scaleanchor=f"x{i + 1}", row=1, col=i + 1)
     fig.update_annotations(font={"size": 11})
-    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    lines = max(str(t).count("<br>") + 1 for t in titles)
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 16 + 16 * lines, "b": 0})
     return fig
