@@ -10,6 +10,7 @@ rank's function returned (or raised): the harness of the tests and of
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import shutil
@@ -118,6 +119,7 @@ def _worker(
         pickle.dump(outcome, fh)
     os.replace(path + ".tmp", path)
     if dist.is_initialized() and outcome[0] == "ok":
+        gc.collect()  # nothing that holds the group may outlive it (see __main__.main)
         dist.destroy_process_group()
     # a failed rank leaves at once: no teardown handshake with peers that may be gone
     os._exit(0)
