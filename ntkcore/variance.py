@@ -23,8 +23,9 @@ with the smaller dimension is used (vectors of size min(N, p) per test output).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -36,7 +37,13 @@ if TYPE_CHECKING:
     from ntkcore.linearization import Linearization
     from ntkcore.strategies.products import TrainingProducts
 
-__all__ = ["VARIANCE_MODES", "CorrectedVariances", "VarianceCorrector", "describe_accuracy"]
+__all__ = [
+    "VARIANCE_MODES",
+    "CorrectedVariances",
+    "VarianceCorrector",
+    "accuracy_label",
+    "describe_accuracy",
+]
 
 VARIANCE_MODES = ("accurate", "fast")
 _F64 = torch.float64
@@ -364,3 +371,28 @@ def describe_accuracy(
     if error_bound <= 0.1:
         return f"within {pct} of exact (low-rank factor, {what})"
     return f"up to {1 + error_bound:.3g}× the exact variance (fast low-rank factor, {what})"
+
+
+def accuracy_label(diagnostics: Mapping[str, Any]) -> str:
+    """A prediction's variance accuracy in a few characters, for tables and cards.
+
+    Parameters
+    ----------
+    diagnostics : Mapping
+        ``Prediction.diagnostics`` (``variance_method``, ``variance_error_bound``).
+
+    Returns
+    -------
+    str
+        ``"exact"`` (dense, or a basis spanning the problem; also when no variances were
+        computed), ``"≤ 0.84%"`` (a relative error bound at most 10%: block CG's certified
+        bracket or a tight low-rank factor), else ``"≤ 27.6× (bound)"`` (the fast low-rank
+        factor's upper bound).
+    """
+    method = diagnostics.get("variance_method")
+    bound = float(diagnostics.get("variance_error_bound") or 0.0)
+    if method in (None, "exact"):
+        return "exact"
+    if bound <= 0.1:
+        return f"≤ {100 * bound:.2g}%"
+    return f"≤ {1 + bound:.3g}× (bound)"

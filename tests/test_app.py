@@ -197,7 +197,10 @@ class TestAdaptPage:
         np.testing.assert_allclose(_values(context["y"]), y_context[:, 0].numpy(), rtol=1e-6)
 
         metrics = _metrics(at)
-        assert {"Solve time", "Strategy", "Parameters p"} <= set(metrics)
+        assert {"Solve time", "Strategy", "Parameters p", "Band accuracy"} <= set(metrics)
+        # 20 context points of a 3,401-parameter network: the variances are exact
+        assert metrics["Band accuracy"] == "exact"
+        assert any(c.value == "Band: exact (to solver tolerance)." for c in at.caption)
         assert metrics["Strategy"] in {"dense", "function", "parameter"}
         assert metrics["Solve time"].endswith("ms")
         scores = _scores(at)

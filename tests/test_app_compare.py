@@ -301,3 +301,10 @@ def test_reproduce_snippet_regenerates_the_figure(at: AppTest, monkeypatch: pyte
             _values(trace(snippet, name)["y"]), _values(trace(page, name)["y"]),
             rtol=1e-5, atol=1e-6,
         )  # fmt: skip
+
+
+
+def test_table_states_the_bands_accuracy(at: AppTest):
+    """Each network's row says how close its band is to the exact posterior variances
+    (small networks: exact, the basis spans the problem)."""
+    assert list(_table(at)["band"]) == ["exact", "exact"]

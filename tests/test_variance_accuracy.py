@@ -288,3 +288,16 @@ def test_block_cg_brackets_contain_the_exact_quadratic_forms(seed: int) -> None:
     assert forms.iterations <= 2
     torch.testing.assert_close(forms.lower, (big * torch.linalg.solve(a, big)).sum(0),
                                rtol=1e-8, atol=0)
+
+
+def test_accuracy_label_wording():
+    from ntkcore.variance import accuracy_label
+
+    assert accuracy_label({}) == "exact"
+    assert accuracy_label({"variance_method": "exact", "variance_error_bound": 0.0}) == "exact"
+    assert accuracy_label({"variance_method": "block-cg", "variance_error_bound": 0.0084}) == (
+        "≤ 0.84%"
+    )
+    assert accuracy_label({"variance_method": "low-rank", "variance_error_bound": 26.6}) == (
+        "≤ 27.6× (bound)"
+    )

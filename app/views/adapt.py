@@ -36,6 +36,7 @@ from ntkcore.plots import (
     spatial_maps_figure,
 )
 from ntkcore.posterior import MEANS, STRATEGIES
+from ntkcore.variance import accuracy_label
 
 PAGE = "adapt"
 HEADING = "Adapt a trained network to a new task"
@@ -597,9 +598,6 @@ def _figure(result: Result) -> Any:
     return parity_figure(result.y_test, result.mean, result.variance + s.noise_variance)
 
 
-_BAND_LABELS = {"exact": "exact", "block-cg": "corrected", "low-rank": "low-rank"}
-
-
 def _cards(result: Result) -> None:
     diag = result.diagnostics
     st.metric("Solve time", f"{1e3 * diag['seconds']:.0f} ms", help="Time spent in adapt().")
@@ -614,7 +612,7 @@ def _cards(result: Result) -> None:
     if band.get("variance_method"):
         st.metric(
             "Band accuracy",
-            _BAND_LABELS.get(band["variance_method"], band["variance_method"]),
+            accuracy_label(band),
             help="How close the ±2σ band's variances are to the exact posterior variances: "
             + str(band.get("variance_accuracy", "")),
         )

@@ -44,6 +44,7 @@ from ntkcore.plots import (
     comparison_overlay_figure,
 )
 from ntkcore.posterior import MEANS, STRATEGIES
+from ntkcore.variance import accuracy_label
 
 PAGE = "compare"
 HEADING = "Compare architectures on the same task"
@@ -591,7 +592,9 @@ def _panel(key: str, task_key: tuple, settings: tuple, _model: nn.Module,
         "strategy": str(diag["strategy"]),
         "reason": str(diag.get("reason", "")),
         "converged": diag.get("converged") is not False,
+        "band": accuracy_label(pred.diagnostics),
     }
+
 
 
 @dataclass(frozen=True)
@@ -661,6 +664,8 @@ TABLE_COLUMNS: dict[str, tuple[str | None, str]] = {
     "net MSE": ("%.3g", "Test MSE of the network itself, f(x; θ), without adaptation."),
     "ms": ("%.0f", "Solve time of ntkcore.adapt (milliseconds)."),
     "strategy": (None, "How the GP was solved (auto picks per network; hover the panel)."),
+    "band": (None, "How close the band's variances are to the exact posterior variances: "
+             "exact, or a certified relative error bound (block CG)."),
 }
 
 
@@ -673,7 +678,7 @@ def _table(columns: list[Column]) -> pd.DataFrame:
             None if c.spec is None else c.spec.trained, c.train_loss,
             r.get("noise_variance"), r.get("prior_variance"), r.get("mse"), r.get("nll"),
             r.get("coverage"), r.get("network_mse"), 1e3 * r["seconds"] if r else None,
-            r.get("strategy", c.message or ""),
+            r.get("strategy", c.message or ""), r.get("band"),
         ]  # fmt: skip
         rows.append(dict(zip(TABLE_COLUMNS, values, strict=True)))
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
