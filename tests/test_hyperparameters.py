@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -62,17 +61,7 @@ def dense_problem(
     return jac.reshape(n * o, p), r
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Run this module's tiny float64 problems on one intra-op thread.
-
-    On a loaded 2-core machine, OpenMP synchronization dominates operations on matrices
-    this small: measured 10× faster wall time for this suite with one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 def maximize_explicit(jac: Tensor, r: Tensor, floor: float = 1e-6) -> tuple[float, float, float]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
 from functools import cache
 
 import pytest
@@ -35,12 +34,7 @@ F64 = torch.float64
 SIGMA2 = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 @cache

@@ -19,7 +19,6 @@ linearizations and float32.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import linear_operator
 import pytest
@@ -40,17 +39,7 @@ from tests.models import case, dense_jacobian, dense_output
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Run this module's tiny float64 problems on one intra-op thread.
-
-    On a loaded 2-core machine, OpenMP synchronization dominates operations on matrices
-    this small: measured 10× faster wall time for this suite with one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 def flat_jacobian(model: torch.nn.Module, x: Tensor, names: list[str] | None = None) -> Tensor:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
@@ -45,17 +44,7 @@ MEAN_RTOL = 1e-8  # the issue asks for 1e-6; exact solves in float64 do far bett
 VAR_RTOL = 1e-8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Run this module's tiny float64 problems on one intra-op thread.
-
-    On a loaded 2-core machine, OpenMP synchronization dominates operations on matrices
-    this small: measured 10× faster wall time for this suite with one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 # --------------------------------------------------------------------------- reference

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -41,17 +41,7 @@ F64 = torch.float64
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """Run this module's tiny float64 problems on one intra-op thread.
-
-    On a loaded 2-core machine, OpenMP synchronization dominates operations on matrices
-    this small: measured 10× faster wall time for this suite with one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -31,7 +31,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -78,14 +77,7 @@ FISHER_COLUMNS = {
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    """One intra-op thread: on a loaded 2-core machine OpenMP synchronization dominates these
-    tiny problems (measured: 8× faster wall time for a tiny sweep with one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 # --------------------------------------------------------------------------- clocks
@@ -495,7 +487,7 @@ def test_command_line(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-        "OMP_NUM_THREADS": "1",  # see single_thread
+        "OMP_NUM_THREADS": "1",  # see the one_intraop_thread fixture
     }
     proc = subprocess.run(
         [sys.executable, "-m", "ntkcore.experiments", "timing-n", "--preset", "small",

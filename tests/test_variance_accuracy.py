@@ -18,8 +18,6 @@ the block CG brackets contain the exact quadratic forms; bad options raise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -32,12 +30,7 @@ F64 = torch.float64
 TARGET = 1e-2  # the default variance_rtol
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intraop_thread")
 
 
 # --------------------------------------------------------------------------- reference
