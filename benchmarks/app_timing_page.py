@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ntkcore.experiments.machine import describe_machine, write_json  # noqa: E402
-from ntkcore.zoo import cache_root  # noqa: E402
-from tests.server import serve_app  # noqa: E402
+
+from benchmarks.browser_timing import serve_and_measure  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -87,17 +84,7 @@ def main() -> int:
     parser.add_argument("--panels", nargs="+", default=list(PANELS), choices=list(PANELS))
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as logs:
-        with serve_app(Path(logs), cache_root()) as server:
-            result = measure(server.url, args.panels)
-    result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
-    print(json.dumps(result, indent=1))
-    if args.out is not None:
-        write_json(args.out, result, meta={"command": " ".join(sys.argv),
-                                           **describe_machine("cpu")})  # fmt: skip
-        print(f"wrote {args.out}")
-    return 0
+    return serve_and_measure(lambda url: measure(url, args.panels), args.out)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,15 @@ Used by ``benchmarks/app_pages.py`` and ``benchmarks/compare_page.py``.
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
@@ -90,3 +95,22 @@ def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
         name: {"median_s": statistics.median(v), "max_s": max(v), "n": len(v)}
         for name, v in times.items() if v
     }  # fmt: skip
+
+
+def serve_and_measure(measure: Callable[[str], dict[str, Any]], out: Path | None) -> int:
+    """Serve the app as ``make app`` does, run ``measure(url)``, add the load averages
+    before and after, print the result and write it (with the machine and git commit) to
+    ``out`` when given. The ``main`` of a page benchmark."""
+    from ntkcore.experiments.machine import describe_machine, write_json
+    from ntkcore.zoo import cache_root
+    from tests.server import serve_app
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as logs, serve_app(Path(logs), cache_root()) as server:
+        result = measure(server.url)
+    result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
+    print(json.dumps(result, indent=1))
+    if out is not None:
+        write_json(out, result, meta={"command": " ".join(sys.argv), **describe_machine("cpu")})
+        print(f"wrote {out}")
+    return 0

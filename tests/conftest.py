@@ -26,6 +26,20 @@ def one_intraop_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def app_run_environment(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For AppTest tests of pages with Run buttons: the model cache, the thread count
+    restored after the test, and an empty process-wide result cache before and after."""
+    from app.compute import RESULTS
+
+    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
+    threads = torch.get_num_threads()
+    RESULTS.clear()
+    yield
+    RESULTS.clear()
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (where ``app/``, ``ntkcore/`` and ``.streamlit/`` live)."""

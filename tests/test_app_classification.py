@@ -10,8 +10,6 @@ seconds once LeNet-3 and the autoencoder are cached (about 10 s and 15 s to trai
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,6 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app.compute import RESULTS
 from ntkcore.experiments import classification as experiments
 from ntkcore.experiments.registry import ExperimentTables
 from tests.apptest_helpers import reproduce_snippets
@@ -38,15 +35,7 @@ TINY_TRANSFER = {"t1_layers": [1], "t1_methods": ["linear", "map"], "t1_n_train"
                  "t1_n_test": 100}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _environment(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Model cache, thread count restored, and an empty process-wide result cache."""
-    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
-    threads = torch.get_num_threads()
-    RESULTS.clear()
-    yield
-    RESULTS.clear()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("app_run_environment")
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +18,6 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app.compute import RESULTS
 from ntkcore.experiments import timing
 from ntkcore.experiments.figure2 import Figure2Problem
 from tests.apptest_helpers import reproduce_snippets
@@ -32,15 +29,7 @@ TINY_N = {"sizes": [50, 100], "hidden": 2, "methods": ["function", "parameter-fd
           "test_points": 50}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _environment(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Model cache, thread count restored, and an empty process-wide result cache."""
-    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
-    threads = torch.get_num_threads()
-    RESULTS.clear()
-    yield
-    RESULTS.clear()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("app_run_environment")
 
 
 @pytest.fixture
