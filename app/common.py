@@ -147,6 +147,28 @@ def download_csv(table: pd.DataFrame, filename: str, label: str = "Download CSV"
     )
 
 
+def markdown_table(rows: list[Mapping[str, Any]], formats: Mapping[str, str]) -> str:
+    """A Markdown table of ``rows`` (one dict each, same keys), numbers formatted by
+    ``formats`` (column -> format spec) and right-aligned.
+
+    For small tables shown on a page's first view: ``st.markdown`` needs none of the
+    DataFrame chunks (1.3 MB of JavaScript that ``st.dataframe`` and ``st.table`` fetch and
+    compile on a first visit; 0.3 s of the Adapt page's cold load, ``benchmarks/RESULTS.md``).
+    """
+    if not rows:
+        raise ValueError("markdown_table needs at least one row")
+    columns = list(rows[0])
+
+    def cell(column: str, value: Any) -> str:
+        text = format(value, formats[column]) if column in formats else str(value)
+        return text.replace("|", "\\|")
+
+    header = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---:" if c in formats else "---" for c in columns) + "|"
+    body = ["| " + " | ".join(cell(c, row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join([header, rule, *body])
+
+
 def format_settings(settings: Mapping[str, Any]) -> str:
     """``a=1, b=0.001`` for captions."""
     return ", ".join(

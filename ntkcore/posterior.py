@@ -66,6 +66,35 @@ def _stacked(weights: Tensor, factor: Tensor) -> Tensor:
 
 
 _F64 = torch.float64
+# Width budget of the float64 column panels in `_float64_projections` (bytes per panel).
+_PANEL_BYTES = 1 << 20
+
+
+def _float64_projections(rows: Tensor, block: Tensor) -> tuple[Tensor, Tensor]:
+    """``rows @ blockᵀ`` and the squared row norms of ``block``, both accumulated in float64.
+
+    ``rows``: float64, shape (k, p); ``block``: shape (m, p), any floating dtype. A float32
+    ``block`` on the CPU is converted in column panels of about 1 MiB that stay in cache,
+    never as a whole float64 copy: for 400 × 125,693 per-sample Jacobians (the Adapt page's
+    faces) 0.115 s against 0.316 s for copy-then-GEMM (one thread, ``benchmarks/RESULTS.md``),
+    the same sums to 1e-13. On a GPU one copy is cheaper than a loop of small kernels.
+    """
+    if block.dtype == _F64:
+        return rows @ block.mT, torch.linalg.vector_norm(block, dim=-1).square()
+    m, p = block.shape
+    if block.device.type != "cpu":
+        whole = block.to(_F64)
+        return rows @ whole.mT, torch.linalg.vector_norm(whole, dim=-1).square()
+    width = max(64, min(p, _PANEL_BYTES // (8 * max(m, 1))))
+    products = rows.new_zeros(rows.shape[0], m)  # shape: (k, m)
+    squares = rows.new_zeros(m)
+    panel = torch.empty(m, width, dtype=_F64)
+    for start in range(0, p, width):
+        stop = min(start + width, p)
+        part = panel[:, : stop - start].copy_(block[:, start:stop])
+        products.addmm_(rows[:, start:stop], part.mT)
+        squares += torch.linalg.vector_norm(part, dim=-1).square()
+    return products, squares
 
 
 @dataclass(frozen=True)
@@ -250,9 +279,11 @@ class Posterior:
         where the posterior variance is far below the prior variance, and a float32 GEMM
         (float32 accumulation) made the variances 6e-4 to 2e-3 relatively wrong on the
         scaling benchmark's MLP (prior/posterior variance ratios 1e2–2e3), against 1e-6
-        in float64 (``benchmarks/RESULTS.md``). Blocks of float32 Jacobians are copied
-        into one reused float64 buffer: a fresh float64 tensor per block cost 12× the copy
-        in page faults on the CPU (370 ms vs 30 ms for 203 × 330k).
+        in float64 (``benchmarks/RESULTS.md``). On the CPU, float32 Jacobians are
+        converted in cache-sized column panels (:func:`_float64_projections`); where the
+        variance correction needs whole float64 rows they are copied into one reused
+        buffer: a fresh float64 tensor per block cost 12× the copy in page faults on the CPU
+        (370 ms vs 30 ms for 203 × 330k).
         """
         mode = self._variance_mode if variance is True else variance
         if mode is not False and mode not in VARIANCE_MODES:
@@ -297,17 +328,14 @@ class Posterior:
                 block = item[1]
                 c, o, p = block.shape
                 b = block.reshape(c * o, p)
-                if b.dtype != _F64:
+                if correct and b.dtype != _F64:  # the corrector's solves take float64 rows
                     if buffer is None or buffer.shape[0] < b.shape[0]:
                         buffer = torch.empty(b.shape[0], p, dtype=_F64, device=b.device)
                     b = buffer[: b.shape[0]].copy_(b)
-                g = rows @ b.mT  # shape: (1 + r, c·o)
+                g, squares = _float64_projections(rows, b)  # shape: (1 + r, c·o), (c·o,)
                 means.append(g[0].reshape(c, o))
                 proj = torch.linalg.vector_norm(g[1:], dim=0).square()
-                if self._factor_form == "subtract":
-                    v = torch.linalg.vector_norm(b, dim=-1).square() - proj
-                else:
-                    v = proj
+                v = squares - proj if self._factor_form == "subtract" else proj
                 v = (self.prior_variance * v).clamp_min(0.0)
                 if correct:
                     assert corrector is not None

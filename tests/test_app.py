@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -140,8 +141,21 @@ def _metrics(at: AppTest) -> dict[str, str]:
 
 
 def _scores(at: AppTest) -> Any:
-    """The Adapt page's score table, indexed by method."""
-    return at.dataframe[0].value.set_index("method")
+    """The Adapt page's score table, indexed by method, at full precision; checks that the
+    Markdown table the page shows holds the same rows, rounded as stated."""
+    from app.views.adapt import LAST_RESULT_KEY, SCORE_FORMATS
+
+    scores = pd.DataFrame(at.session_state[LAST_RESULT_KEY].scores).set_index("method")
+    shown = [m.value for m in at.markdown if m.value.startswith("| method |")]
+    assert len(shown) == 1, "one scores table"
+    lines = shown[0].splitlines()
+    assert lines[0] == "| method | " + " | ".join(scores.columns) + " |"
+    body = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+    assert [row[0] for row in body] == list(scores.index)
+    for row in body:
+        for column, text in zip(scores.columns, row[1:], strict=True):
+            assert text == format(scores.loc[row[0], column], SCORE_FORMATS[column])
+    return scores
 
 
 def test_every_page_file_is_registered_and_tested():
@@ -162,6 +176,26 @@ def test_page_renders_with_expected_traces(page: str):
         _assert_clean(at)
     names = set(_traces(_figure(at)))
     assert PAGES[page] <= names, f"missing traces {PAGES[page] - names}"
+
+
+def test_markdown_table_formats_aligns_and_escapes():
+    from app.common import markdown_table
+
+    table = markdown_table(
+        [
+            {"method": "a|b", "MSE": 0.0123456, "cover": 0.951},
+            {"method": "c", "MSE": 2e-7, "cover": 1},
+        ],
+        {"MSE": ".3g", "cover": ".2f"},
+    )
+    assert table.splitlines() == [
+        "| method | MSE | cover |",
+        "|---|---:|---:|",
+        "| a\\|b | 0.0123 | 0.95 |",
+        "| c | 2e-07 | 1.00 |",
+    ]
+    with pytest.raises(ValueError, match="at least one row"):
+        markdown_table([], {})
 
 
 def test_entry_point_opens_adapt_by_default():

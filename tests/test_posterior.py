@@ -576,6 +576,23 @@ def test_float32_variances_survive_cancellation() -> None:
     assert rel_err(pred.mean, ref.mean) <= 1e-3
 
 
+@pytest.mark.parametrize("panel_bytes", [1 << 20, 8 * 7 * 64])
+def test_float64_projections_match_an_explicit_float64_product(monkeypatch, panel_bytes) -> None:
+    # The panelled conversion (a ragged last panel when p is not a multiple of the width)
+    # gives the float64 GEMM and squared norms of the upcast block to rounding.
+    from ntkcore import posterior
+
+    monkeypatch.setattr(posterior, "_PANEL_BYTES", panel_bytes)
+    g = torch.Generator().manual_seed(0)
+    block = torch.randn(7, 1_001, generator=g)  # float32
+    rows = torch.randn(3, 1_001, generator=g, dtype=F64)
+    products, squares = posterior._float64_projections(rows, block)
+    assert products.dtype == squares.dtype == F64
+    exact = block.to(F64)
+    torch.testing.assert_close(products, rows @ exact.T, rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(squares, (exact * exact).sum(-1), rtol=1e-13, atol=0)
+
+
 # --------------------------------------------------------------------------- auto
 def test_auto_picks_dense_for_small_problems_and_says_why() -> None:
     pb = problem("mlp_under")

@@ -62,6 +62,8 @@ LAST_RESULT_KEY = "adapt.last_result"
 ADDED_KEY = "adapt.added_points"
 SEEN_SELECTION_KEY = "adapt.seen_selection"
 FIGURE_KEY = "adapt_figure"
+#: Number formats of the scores table.
+SCORE_FORMATS = {"MSE": ".3g", "NLL": ".3g", "95% coverage": ".2f"}
 
 
 def _log_grid(low: int, high: int, per_decade: int = 4) -> tuple[float, ...]:
@@ -654,15 +656,7 @@ def _show(result: Result) -> None:
                 "Inputs have several columns: each test point is drawn at its true value "
                 "(x) and its predictive mean ± 2 standard deviations of y (y)."
             )
-        st.dataframe(
-            result.scores,
-            hide_index=True,
-            column_config={
-                "MSE": st.column_config.NumberColumn(format="%.3g"),
-                "NLL": st.column_config.NumberColumn(format="%.3g"),
-                "95% coverage": st.column_config.NumberColumn(format="%.2f"),
-            },
-        )
+        st.markdown(common.markdown_table(result.scores, SCORE_FORMATS))
         st.caption(
             f"Scores on the target task's {result.y_test.shape[0]} held-out test points; "
             f"n = {result.x_context.shape[0]} context points. NLL and coverage score y "
