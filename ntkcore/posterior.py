@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,32 +70,39 @@ _F64 = torch.float64
 _PANEL_BYTES = 1 << 20
 
 
-def _float64_projections(rows: Tensor, block: Tensor) -> tuple[Tensor, Tensor]:
-    """``rows @ blockᵀ`` and the squared row norms of ``block``, both accumulated in float64.
+def _float64_projections(
+    rows: Tensor, parts: Sequence[tuple[slice, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """``rows @ Bᵀ`` and the squared row norms of B, both accumulated in float64.
 
-    ``rows``: float64, shape (k, p); ``block``: shape (m, p), any floating dtype. A float32
-    ``block`` on the CPU is converted in column panels of about 1 MiB that stay in cache,
-    never as a whole float64 copy: for 400 × 125,693 per-sample Jacobians (the Adapt page's
-    faces) 0.115 s against 0.316 s for copy-then-GEMM (one thread, ``benchmarks/RESULTS.md``),
-    the same sums to 1e-13. On a GPU one copy is cheaper than a loop of small kernels.
+    ``rows``: float64, shape (k, p). B (m × p) is given by its column ``parts``: pairs of
+    a slice of the p columns and those columns of B, shape (m, width), any floating dtype
+    (the parameters' per-sample Jacobians, not concatenated). Float32 columns on the CPU
+    are converted in panels of about 1 MiB that stay in cache, never as a whole float64
+    copy: for 400 × 125,693 per-sample Jacobians (the Adapt page's faces) 0.115 s against
+    0.316 s for copy-then-GEMM (one thread), the same sums to 1e-13. On a GPU one copy per
+    part is cheaper than a loop of small kernels.
     """
-    if block.dtype == _F64:
-        return rows @ block.mT, torch.linalg.vector_norm(block, dim=-1).square()
-    m, p = block.shape
-    if block.device.type != "cpu":
-        whole = block.to(_F64)
-        return rows @ whole.mT, torch.linalg.vector_norm(whole, dim=-1).square()
-    width = max(64, min(p, _PANEL_BYTES // (8 * max(m, 1))))
+    m = parts[0][1].shape[0]
     products = rows.new_zeros(rows.shape[0], m)  # shape: (k, m)
     squares = rows.new_zeros(m)
-    panel = torch.empty(m, width, dtype=_F64)
-    for start in range(0, p, width):
-        stop = min(start + width, p)
-        part = panel[:, : stop - start].copy_(block[:, start:stop])
-        products.addmm_(rows[:, start:stop], part.mT)
-        squares += torch.linalg.vector_norm(part, dim=-1).square()
+    panel: Tensor | None = None
+    for cols, part in parts:
+        if part.dtype == _F64 or part.device.type != "cpu":
+            whole = part.to(_F64)
+            products.addmm_(rows[:, cols], whole.mT)
+            squares += torch.linalg.vector_norm(whole, dim=-1).square()
+            continue
+        width = part.shape[1]
+        step = max(64, min(width, _PANEL_BYTES // (8 * max(m, 1))))
+        if panel is None or panel.shape[1] < step:
+            panel = torch.empty(m, step, dtype=_F64)
+        for start in range(0, width, step):
+            stop = min(start + step, width)
+            block = panel[:, : stop - start].copy_(part[:, start:stop])
+            products.addmm_(rows[:, cols.start + start : cols.start + stop], block.mT)
+            squares += torch.linalg.vector_norm(block, dim=-1).square()
     return products, squares
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -311,7 +318,9 @@ class Posterior:
             rows = _stacked(w.to(_F64), self._factor)  # shape: (1 + r, p)
             buffer: Tensor | None = None
             jac_lin = corrector.test_linearization(lin) if correct and corrector else lin
-            blocks = iter(jac_lin.jacobian_blocks(x))
+            # the corrector needs whole rows; otherwise the parameters' columns are reduced
+            # where they are, with no (c, o, p) concatenation
+            blocks = iter(jac_lin.jacobian_blocks(x) if correct else jac_lin.jacobian_parts(x))
             collective = correct and self._reduction.distributed
             while True:
                 item = next(blocks, None)
@@ -325,14 +334,19 @@ class Posterior:
                         continue
                 elif item is None:
                     break
-                block = item[1]
-                c, o, p = block.shape
-                b = block.reshape(c * o, p)
-                if correct and b.dtype != _F64:  # the corrector's solves take float64 rows
-                    if buffer is None or buffer.shape[0] < b.shape[0]:
-                        buffer = torch.empty(b.shape[0], p, dtype=_F64, device=b.device)
-                    b = buffer[: b.shape[0]].copy_(b)
-                g, squares = _float64_projections(rows, b)  # shape: (1 + r, c·o), (c·o,)
+                if correct:
+                    block = item[1]
+                    c, o, p = block.shape
+                    b = block.reshape(c * o, p)
+                    if b.dtype != _F64:  # the corrector's solves take float64 rows
+                        if buffer is None or buffer.shape[0] < b.shape[0]:
+                            buffer = torch.empty(b.shape[0], p, dtype=_F64, device=b.device)
+                        b = buffer[: b.shape[0]].copy_(b)
+                    parts = [(slice(0, p), b)]
+                else:
+                    c, o = item[1][0][1].shape[:2]
+                    parts = [(cols, t.reshape(c * o, -1)) for cols, t in item[1]]
+                g, squares = _float64_projections(rows, parts)  # shape: (1 + r, c·o), (c·o,)
                 means.append(g[0].reshape(c, o))
                 proj = torch.linalg.vector_norm(g[1:], dim=0).square()
                 v = squares - proj if self._factor_form == "subtract" else proj

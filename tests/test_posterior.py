@@ -577,20 +577,42 @@ def test_float32_variances_survive_cancellation() -> None:
 
 
 @pytest.mark.parametrize("panel_bytes", [1 << 20, 8 * 7 * 64])
-def test_float64_projections_match_an_explicit_float64_product(monkeypatch, panel_bytes) -> None:
-    # The panelled conversion (a ragged last panel when p is not a multiple of the width)
-    # gives the float64 GEMM and squared norms of the upcast block to rounding.
+@pytest.mark.parametrize("cuts", [(), (150, 156, 1_000)])
+def test_float64_projections_match_an_explicit_float64_product(
+    monkeypatch, panel_bytes, cuts
+) -> None:
+    # Column parts (a parameter's Jacobian columns each; a ragged last panel when a part is
+    # not a multiple of the panel width) give the float64 GEMM and squared norms of the
+    # upcast matrix to rounding.
     from ntkcore import posterior
 
     monkeypatch.setattr(posterior, "_PANEL_BYTES", panel_bytes)
     g = torch.Generator().manual_seed(0)
     block = torch.randn(7, 1_001, generator=g)  # float32
     rows = torch.randn(3, 1_001, generator=g, dtype=F64)
-    products, squares = posterior._float64_projections(rows, block)
+    edges = [0, *cuts, 1_001]
+    parts = [(slice(a, b), block[:, a:b]) for a, b in zip(edges, edges[1:], strict=False)]
+    products, squares = posterior._float64_projections(rows, parts)
     assert products.dtype == squares.dtype == F64
     exact = block.to(F64)
     torch.testing.assert_close(products, rows @ exact.T, rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(squares, (exact * exact).sum(-1), rtol=1e-13, atol=0)
+
+
+def test_jacobian_parts_are_the_columns_of_the_jacobian() -> None:
+    torch.manual_seed(0)
+    model = make_mlp(3, 8, 2, depth=2).to(F64)
+    x = torch.randn(5, 3, dtype=F64)
+    lin = Linearization(model, chunk_size=2)
+    blocks = list(lin.jacobian_blocks(x))
+    parts = list(lin.jacobian_parts(x))
+    assert [rows for rows, _ in parts] == [rows for rows, _ in blocks]
+    reference = dense_jacobian(model, x)  # shape: (n, o, p), jacrev
+    for (rows, pieces), (_, block) in zip(parts, blocks, strict=True):
+        assert [cols.start for cols, _ in pieces][0] == 0 and pieces[-1][0].stop == lin.num_params
+        for cols, piece in pieces:
+            torch.testing.assert_close(piece, reference[rows, :, cols], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(block, reference[rows], rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- auto
