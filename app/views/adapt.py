@@ -598,7 +598,7 @@ def _figure(result: Result) -> Any:
                 strict=True,
             )
         ]  # fmt: skip
-        return image_strip_figure(images, titles)
+        return image_strip_figure(images, titles, height=170)
     return parity_figure(result.y_test, result.mean, result.variance + s.noise_variance)
 
 
