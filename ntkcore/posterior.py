@@ -613,7 +613,11 @@ def adapt(
         hangs later makes the others raise
         :class:`~ntkcore.distributed.DistributedError` after the group's timeout.
         ``log_marginal_likelihood()`` and accurate-variance ``predict`` are collective
-        too. ``None``: one process.
+        too. A rank's shard may be empty (shape (0, *input_shape), targets (0, o) or
+        (0,)) as long as some rank holds a point: it takes part in every collective and
+        gets the same posterior (:mod:`ntkcore.distributed.shards`); every shard empty is
+        a ``ValueError`` on every rank, as an empty ``x`` is on one process. ``None``:
+        one process.
     stream : int, optional
         Points per shard streamed through the device (:mod:`ntkcore.distributed.stream`):
         ``x`` stays where it is (host memory, or a tensor over a ``numpy`` memory map of a
