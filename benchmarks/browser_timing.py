@@ -71,14 +71,24 @@ def timed_change(page: Any, action: Callable[[], Any], timeout_s: float = TIMEOU
     return seconds
 
 
-def timed_load(browser: Any, url: str, *, figure: bool = True, viewport=(1400, 1500)) -> float:
+def timed_load(
+    browser: Any,
+    url: str,
+    *,
+    figure: bool = True,
+    viewport=(1400, 1500),
+    phases: dict[str, float] | None = None,
+) -> float:
     """Seconds from opening ``url`` in a fresh session until its first figure is drawn (or,
-    ``figure=False``, until the page's first run has ended)."""
+    ``figure=False``, until the page's first run has ended). ``phases``, when given, receives
+    ``"domcontentloaded"``: the seconds until the HTML document was parsed."""
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     try:
         page = context.new_page()
         t0 = time.perf_counter()
         page.goto(url, wait_until="domcontentloaded")
+        if phases is not None:
+            phases["domcontentloaded"] = time.perf_counter() - t0
         if figure:
             page.wait_for_selector(FIGURE, state="visible", timeout=1000 * TIMEOUT_S)
         else:

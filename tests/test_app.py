@@ -304,6 +304,39 @@ class TestAdaptPage:
         names = set(_traces(_figure(at)))
         assert {"target map (truth)", "posterior mean", "context points"} <= names
 
+    def test_image_task_draws_a_strip_that_matches_the_library(self, at: AppTest):
+        from app.views.adapt import LAST_RESULT_KEY, STRIP_IMAGES
+
+        at.selectbox(key="dataset").set_value("faces-rotation").run(timeout=300)
+        _assert_clean(at)
+        spec = _figure(at)
+        titles = [a["text"] for a in spec["layout"]["annotations"]]
+        assert len(titles) == STRIP_IMAGES
+        assert any(c.value.startswith(f"The first {STRIP_IMAGES} of") for c in at.caption)
+        # The library, called as the page's snippet says (float32 network, default settings).
+        task = data.load("faces-rotation", seed=at.number_input(key="seed").value)
+        model = zoo.preset(at.selectbox(key="arch").value).load()
+        x, y = task.context(at.slider(key="n_context").value)
+        post = ntkcore.adapt(
+            model, x, y, noise_variance=at.select_slider(key="noise_variance").value,
+            prior_variance=at.select_slider(key="prior_variance").value, mean="zero",
+        )  # fmt: skip
+        pred = post.predict(task.test[0][:STRIP_IMAGES])
+        result = at.session_state[LAST_RESULT_KEY]
+        torch.testing.assert_close(
+            torch.as_tensor(result.mean[:STRIP_IMAGES]), pred.mean, rtol=1e-4, atol=1e-5
+        )
+        torch.testing.assert_close(
+            torch.as_tensor(result.variance[:STRIP_IMAGES]), pred.variance, rtol=1e-3, atol=1e-7
+        )
+        transform = task.meta.transform
+        scale, shift = float(transform["y_std"]), float(transform["y_mean"])
+        for title, m, v in zip(titles, pred.mean[:, 0], pred.variance[:, 0], strict=True):
+            shown = re.search(r"pred (-?\d+) ± (\d+)", title)
+            assert shown, title
+            assert abs(int(shown[1]) - (shift + scale * float(m))) <= 0.5 + 1e-3
+            assert abs(int(shown[2]) - 2 * scale * float(v) ** 0.5) <= 0.5 + 1e-3
+
     def test_library_value_error_is_shown_and_previous_result_kept(
         self, at: AppTest, monkeypatch: pytest.MonkeyPatch
     ):

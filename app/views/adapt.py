@@ -62,6 +62,8 @@ LAST_RESULT_KEY = "adapt.last_result"
 ADDED_KEY = "adapt.added_points"
 SEEN_SELECTION_KEY = "adapt.seen_selection"
 FIGURE_KEY = "adapt_figure"
+#: Test images drawn in the strip of an image task.
+STRIP_IMAGES = 8
 #: Number formats of the scores table.
 SCORE_FORMATS = {"MSE": ".3g", "NLL": ".3g", "95% coverage": ".2f"}
 
@@ -583,7 +585,7 @@ def _figure(result: Result) -> Any:
         )  # fmt: skip
         return spatial_maps_figure(table, units=grid.units)
     if len(shape) == 3:
-        count = 8
+        count = STRIP_IMAGES
         transform = task.meta.transform
         scale, shift = float(transform.get("y_std", 1.0)), float(transform.get("y_mean", 0.0))
         degrees = "°" if transform.get("y_units") == "degrees" else ""
@@ -596,7 +598,7 @@ def _figure(result: Result) -> Any:
                 strict=True,
             )
         ]  # fmt: skip
-        return image_strip_figure(images, titles)
+        return image_strip_figure(images, titles, height=170)
     return parity_figure(result.y_test, result.mean, result.variance + s.noise_variance)
 
 
@@ -650,6 +652,12 @@ def _show(result: Result) -> None:
                 "the posterior mean conditioned on the purple context cells (the rest of the "
                 "target map is the test set), and the posterior standard deviation of y "
                 "(noise included), which shrinks near the context cells."
+            )
+        elif len(problem.task.meta.input_shape) == 3:
+            st.caption(
+                f"The first {STRIP_IMAGES} of the target task's held-out test images, each "
+                "with its true value and the posterior mean ± 2 latent standard deviations "
+                "(σ² not added); the scores below cover every test image."
             )
         elif len(problem.task.meta.input_shape) == 1:
             st.caption(

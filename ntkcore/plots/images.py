@@ -71,7 +71,12 @@ def image_strip_figure(
             col=i + 1,
         )
     fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    # square pixels shrink each image inside its cell: pin it under its title
+    fig.update_xaxes(constrain="domain")
+    fig.update_yaxes(
+        visible=False, autorange="reversed", scaleanchor="x", constrain="domain",
+        constraintoward="top",
+    )  # fmt: skip
     for i in range(1, k):
         fig.update_yaxes(scaleanchor=f"x{i + 1}", row=1, col=i + 1)
     fig.update_annotations(font={"size": 11})
