@@ -85,6 +85,7 @@ from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from ntkcore.distributed.reduction import DataReduction
+from ntkcore.distributed.shards import prepare_shard
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.kinks import ActivationPattern
 from ntkcore.likelihoods import LIKELIHOODS, Likelihood
@@ -98,6 +99,7 @@ __all__ = [
     "StepCalibration",
     "calibrate_eps",
     "default_eps",
+    "fisher_sum_vp",
     "fisher_vp",
     "output_fisher",
     "output_kl",
@@ -379,35 +381,32 @@ def _fvp_chunk_autograd(fwd, lin, xc, v, lik: Likelihood, scale):
     return torch.stack(rows)
 
 
-def _fd_setup(lin, x, v, eps, central, lik: Likelihood, kinks):
-    """The scheme, unit directions and per-vector weights of ``fd`` for a batch ``v``."""
-    n = x.shape[0]
+def _fd_setup(lin, v, eps, central, lik: Likelihood, kinks, scale: float):
+    """The scheme, unit directions and per-vector weights of ``fd`` for a batch ``v``
+    (``eps`` a float or None: ``"auto"`` is resolved by :func:`_calibrated` first)."""
     norms = torch.linalg.vector_norm(v, dim=-1, dtype=torch.float64)
     inverse = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms))
     unit = v * inverse.to(v.dtype)[:, None]
     scheme = _FdScheme.at(lin, eps, central, lik)
     if eps is None:
         scheme = replace(scheme, eps=default_eps(scheme.theta_norm, lin.dtype, central, kinks))
-    elif eps == "auto":
-        probe = int(torch.argmax(norms))  # a nonzero row when there is one
-        calibration = _calibrate(scheme, x, v[probe], _CALIBRATION_POINTS, kinks)
-        scheme = replace(scheme, eps=calibration.eps)
-    # the pass weights hold 1/ε; scale back the unit directions and average over points
-    return scheme, unit, norms / n
+    # the pass weights hold 1/ε; scale back the unit directions (and by 1/n for a mean)
+    return scheme, unit, norms * scale
 
 
-def _fisher_vp_at(at_x, v, lik: Likelihood, method, eps, central, kinks):
-    """F v for a batch ``v`` (k, p) through the cached forward pass and pullback of a
-    :class:`~ntkcore.jacobian_at.JacobianAt`: the pass at θ that every ``fd`` or
-    ``exact`` product starts with is not repeated, nor (frozen kinks) its activation
-    pattern, recorded once per ``JacobianAt`` (validated inputs)."""
+def _fisher_vp_at(at_x, v, lik: Likelihood, method, eps, central, kinks, scale: float):
+    """``scale`` Σᵢ Jᵢᵀ Λᵢ Jᵢ v for a batch ``v`` (k, p) through the cached forward pass
+    and pullback of a :class:`~ntkcore.jacobian_at.JacobianAt`: the pass at θ that every
+    ``fd`` or ``exact`` product starts with is not repeated, nor (frozen kinks) its
+    activation pattern, recorded once per ``JacobianAt`` (validated inputs; no points:
+    zeros)."""
     lin, x, n = at_x.linearization, at_x.x, at_x.n
     f0 = at_x.output.double()  # shape: (n, o)
     if method == "exact":
         jv = at_x.jvp(v).double()  # shape: (k, n, o)
-        cot = lik.fisher_product(f0, jv) / n
+        cot = lik.fisher_product(f0, jv) * scale
     else:
-        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, lik, kinks)
+        scheme, unit, weights = _fd_setup(lin, v, eps, central, lik, kinks, scale)
         if kinks == "frozen":
             chunks = at_x.activation_patterns()
         else:
@@ -419,22 +418,25 @@ def _fisher_vp_at(at_x, v, lik: Likelihood, method, eps, central, kinks):
                     torch.stack([scheme.output_grad(f0[s], x[s], u, pattern) for u in unit])
                     for s, pattern in chunks
                 ]  # each of shape (k, c, o)
+            if not parts:  # no points on this rank
+                return f0.new_zeros(len(unit), 0, f0.shape[-1])
             return torch.cat(parts, dim=1)
 
         cot = lin.evaluate(passes, x) * weights[:, None, None]
     return at_x.vjp(cot.to(lin.dtype))
 
 
-def _fisher_vp(lin, x, v, lik: Likelihood, method, eps, central, chunk, kinks):
-    """F v for a batch ``v`` of shape (k, p); validated inputs."""
+def _fisher_vp(lin, x, v, lik: Likelihood, method, eps, central, chunk, kinks, scale: float):
+    """``scale`` Σᵢ Jᵢᵀ Λᵢ Jᵢ v for a batch ``v`` of shape (k, p); validated inputs (no
+    points: zeros)."""
     fwd = lin.functional_forward
     n = x.shape[0]
     theta = lin.unflatten(lin.parameter_vector())
     if method == "exact":
         tangents = lin.unflatten(v)
-        weights = torch.full((v.shape[0],), 1.0 / n, dtype=torch.float64, device=v.device)
+        weights = torch.full((v.shape[0],), scale, dtype=torch.float64, device=v.device)
     elif method == "fd":
-        scheme, unit, weights = _fd_setup(lin, x, v, eps, central, lik, kinks)
+        scheme, unit, weights = _fd_setup(lin, v, eps, central, lik, kinks, scale)
     parts = []
     for s in chunk_slices(n, chunk):
         xc = x[s]
@@ -448,7 +450,7 @@ def _fisher_vp(lin, x, v, lik: Likelihood, method, eps, central, chunk, kinks):
             )
         else:
             fn = lambda xc=xc: _fvp_chunk_autograd(  # noqa: E731
-                fwd, lin, xc, v, lik, 1.0 / n
+                fwd, lin, xc, v, lik, scale
             )
         parts.append(lin.evaluate(fn, xc).detach())
     if len(parts) == 1:
@@ -541,6 +543,47 @@ def _calibrate(
     return StepCalibration(candidates[best], central, candidates, found, xm.shape[0], kinks)
 
 
+def _calibrated(
+    scheme: _FdScheme, x: Tensor, probe: Tensor, points: int, kinks: str,
+    reduction: DataReduction,
+) -> StepCalibration:
+    """:func:`_calibrate` on the first ``points`` points of the data in global order.
+
+    Under a process group (collective) those points may lie on several ranks (or none on
+    the lowest ones, which may be empty): every rank contributes its first ``points`` rows
+    to one all-gather (at most ``points`` rows per rank; simpler than finding which ranks
+    hold them, and as cheap: an all-gather of variable-size rows pads to the largest
+    anyway), the concatenation in rank order is cut to ``points`` — the rows one process
+    would use on the concatenated data. Rank 0 alone calibrates on them with its
+    ``probe`` and broadcasts the step and the measured errors, so every rank uses the
+    same ε, bit for bit, even where ``probe`` or the float arithmetic of the ranks'
+    devices differ; one process on the concatenated data chooses the same ε (same rows,
+    same probe, same arithmetic).
+    """
+    if not reduction.distributed:
+        return _calibrate(scheme, x, probe, points, kinks)
+    first = reduction.gather_rows(x[:points].contiguous(), "calibration points")[:points]
+    found: StepCalibration | None = None
+    error: Exception | None = None
+    if reduction.rank == 0:
+        try:
+            found = _calibrate(scheme, first, probe, points, kinks)
+        except Exception as err:  # every rank must learn of it
+            error = err
+    reduction.check(error, "eps='auto' calibration on rank 0")
+    k = len(_CALIBRATION_POWERS)
+    # shape: (1 + k,): the step, then the error of each candidate
+    values = torch.zeros(1 + k, dtype=torch.float64, device=first.device)
+    if found is not None:
+        values.copy_(torch.tensor([found.eps, *found.errors], dtype=torch.float64))
+    values = reduction.broadcast_(values, 0, "calibrated eps").cpu()
+    base = default_eps(scheme.theta_norm, scheme.lin.dtype, False, kinks)
+    return StepCalibration(
+        float(values[0]), scheme.central, tuple(base * 2.0**j for j in _CALIBRATION_POWERS),
+        tuple(values[1:].tolist()), int(first.shape[0]), kinks,
+    )
+
+
 def calibrate_eps(
     model_or_lin: nn.Module | Linearization,
     x: Tensor,
@@ -551,6 +594,7 @@ def calibrate_eps(
     probe: Tensor | None = None,
     points: int = _CALIBRATION_POINTS,
     scale_floor: float = 0.0,
+    process_group: object = None,
 ) -> StepCalibration:
     """Choose the step of ``fisher_vp(method="fd")`` for a network and data by measurement.
 
@@ -587,6 +631,12 @@ def calibrate_eps(
         Data points used (at most n).
     scale_floor : float
         σ₀ of the heteroscedastic likelihood.
+    process_group : torch.distributed.ProcessGroup, optional
+        ``x`` is this rank's shard of data split across the group (collective; a shard may
+        be empty): the first ``points`` points of the concatenated shards are gathered and
+        rank 0 calibrates on them with its ``probe``; every rank returns the same step,
+        the one a single process chooses on the concatenated data — what
+        ``fisher_vp(..., eps="auto", process_group=...)`` uses.
 
     Returns
     -------
@@ -600,19 +650,62 @@ def calibrate_eps(
     if isinstance(points, bool) or not isinstance(points, int) or points < 1:
         raise ValueError(f"points must be a positive int, got {points!r}")
     lin = as_linearization(model_or_lin)
-    x = lin.prepare_inputs(x)
-    lik.check_outputs(lin.output_dim(x))
-    if probe is None:
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        probe = torch.randn(lin.num_params, generator=gen, dtype=torch.float64)
-    probe = _check_v(lin, probe)
-    if probe.dim() != 1:
-        raise ValueError(f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}")
+    reduction = DataReduction(process_group)
+    x = prepare_shard(lin, x, reduction, "calibrate_eps' input validation")
+    error: Exception | None = None
+    try:
+        lik.check_outputs(lin.output_dim(x))
+        if probe is None:
+            gen = torch.Generator(device="cpu").manual_seed(0)
+            probe = torch.randn(lin.num_params, generator=gen, dtype=torch.float64)
+        probe = _check_v(lin, probe)
+        if probe.dim() != 1:
+            raise ValueError(
+                f"probe must have shape ({lin.num_params},), got {tuple(probe.shape)}"
+            )
+    except Exception as err:  # every rank must learn of it (no-op on one process)
+        error = err
+    reduction.check(error, "calibrate_eps' input validation")
+    assert probe is not None
     scheme = _FdScheme.at(lin, None, central, lik)
-    return _calibrate(scheme, x, probe, points, kinks)
+    return _calibrated(scheme, x, probe, points, kinks, reduction)
 
 
 # ---------------------------------------------------------------------------- public entry
+def _local_fisher_vp(lin, x, at_x, v, lik: Likelihood, method, eps, central, chunk, kinks,
+                     scale: float) -> Tensor:
+    """``scale`` Σᵢ Jᵢᵀ Λᵢ Jᵢ v over this process's points for ``v`` of shape (k, p)
+    (validated inputs, ``eps`` a float or None): through the cached passes of ``at_x``
+    when it has them."""
+    precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
+    with precision:
+        if at_x is not None and at_x.cache != "none":
+            return _fisher_vp_at(at_x, v, lik, method, eps, central, kinks, scale)
+        return _fisher_vp(lin, x, v, lik, method, eps, central, chunk, kinks, scale)
+
+
+def fisher_sum_vp(
+    at_x: JacobianAt, v: Tensor, *, likelihood: str | Likelihood = "gaussian",
+    method: str = "fd",
+) -> Tensor:
+    """Σᵢ Jᵢᵀ Λᵢ Jᵢ v over the points of ``at_x`` (n F v, not divided by n), shape of ``v``.
+
+    One shard's term of a sum over data shards (the weight-space products JᵀJ v of
+    :class:`ntkcore.strategies.products.TrainingProducts`): zeros when ``at_x`` holds no
+    points, where a mean would divide by zero. ``method`` ``"fd"`` (default step) or
+    ``"exact"``; local (no process group).
+    """
+    lik = make_likelihood(likelihood)
+    if method not in ("fd", "exact"):
+        raise ValueError(f"method must be 'fd' or 'exact', got {method!r}")
+    lin = at_x.linearization
+    v = _check_v(lin, v)
+    vb = v if v.dim() == 2 else v.unsqueeze(0)
+    out = _local_fisher_vp(lin, at_x.x, at_x, vb, lik, method, None, False, lin.chunk_size,
+                           "frozen", 1.0)
+    return out if v.dim() == 2 else out[0]
+
+
 def fisher_vp(
     model_or_lin: nn.Module | Linearization | JacobianAt,
     x: Tensor | None,
@@ -670,9 +763,11 @@ def fisher_vp(
     process_group : torch.distributed.ProcessGroup, optional
         ``x`` is this rank's shard of data split across the group (collective: every
         rank calls with the same ``v``): F is the mean over all ranks' points,
-        Σ_r (n_r / n) F_r v, one all-reduce of the (k, p) result in float64
-        (:mod:`ntkcore.distributed`). ``eps="auto"`` is refused there (each rank would
-        calibrate on its own points): pass a step from :func:`calibrate_eps`.
+        (1/n) Σ_r Σ_{i in shard r} Jᵢᵀ Λᵢ Jᵢ v, one all-reduce of the (k, p) result in
+        float64 (:mod:`ntkcore.distributed`). A shard may be empty (as long as some rank
+        holds a point). ``eps="auto"`` calibrates on the first 16 points of the
+        concatenated shards, on rank 0, and broadcasts the step (two more collectives;
+        :func:`calibrate_eps`): the same ε as one process on the concatenated data.
 
     Returns
     -------
@@ -698,6 +793,7 @@ def fisher_vp(
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    reduction = DataReduction(process_group)
     at_x = None
     if isinstance(model_or_lin, JacobianAt):
         at_x = model_or_lin
@@ -708,30 +804,30 @@ def fisher_vp(
         lin, x = at_x.linearization, at_x.x
     else:
         lin = as_linearization(model_or_lin)
-        x = lin.prepare_inputs(x)
-    v = _check_v(lin, v)
-    lik.check_outputs(lin.output_dim(x))
+        # a rank may hold no points: it learns o from the others (ntkcore.distributed.shards)
+        x = prepare_shard(lin, x, reduction, "fisher_vp's input validation")
+    error: Exception | None = None
+    try:
+        v = _check_v(lin, v)
+        lik.check_outputs(lin.output_dim(x))
+    except Exception as err:  # every rank must learn of it (no-op on one process)
+        error = err
+    reduction.check(error, "fisher_vp's input validation")
     chunk = chunk_size if chunk_size is not None else lin.chunk_size
     batched = v.dim() == 2
     vb = v if batched else v.unsqueeze(0)
-    reduction = DataReduction(process_group)
-    if reduction.distributed and eps == "auto":
-        raise ValueError(
-            "eps='auto' calibrates on each rank's own points; with a process_group pass "
-            "eps=calibrate_eps(...).eps computed once (the same on every rank)"
-        )
-    precision = _full_float32(lin.device) if method == "fd" else contextlib.nullcontext()
-    with precision:
-        if at_x is not None and at_x.cache != "none":
-            out = _fisher_vp_at(at_x, vb, lik, method, eps, central, kinks)
-        else:
-            out = _fisher_vp(
-                lin, x, vb, lik, method, eps, central, chunk, kinks
-            )
-    if reduction.distributed:  # the mean over all ranks' points
-        n_local = x.shape[0]
-        n_total = reduction.sum_int(n_local, "number of points")
-        total = reduction.sum_((out.to(torch.float64) * (n_local / n_total)).contiguous(),
-                               "Fisher-vector products")
+    # F is the mean over all ranks' points: each rank sums its own, scaled by 1/n (global)
+    n_total = reduction.sum_int(x.shape[0], "number of points")
+    if n_total == 0:  # a JacobianAt of no points (x itself was checked above)
+        raise ValueError("the Fisher is a mean over data points, and x holds none")
+    if method == "fd" and eps == "auto":
+        # the first points of the global order and the largest row of v (collective)
+        probe = vb[int(torch.argmax(torch.linalg.vector_norm(vb, dim=-1, dtype=torch.float64)))]
+        scheme = _FdScheme.at(lin, None, central, lik)
+        eps = _calibrated(scheme, x, probe, _CALIBRATION_POINTS, kinks, reduction).eps
+    out = _local_fisher_vp(lin, x, at_x, vb, lik, method, eps, central, chunk, kinks,
+                           1.0 / n_total)
+    if reduction.distributed:
+        total = reduction.sum_(out.to(torch.float64).contiguous(), "Fisher-vector products")
         out = total.to(out.dtype)
     return out if batched else out[0]

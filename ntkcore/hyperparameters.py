@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.distributed.reduction import DataReduction
+from ntkcore.distributed.shards import prepare_shard
 from ntkcore.linearization import Linearization
 from ntkcore.posterior import (
     MEANS,
@@ -95,9 +96,10 @@ def fit_hyperparameters(
     t0 = time.perf_counter()
     lin = as_linearization(model_or_lin)
     reduction = DataReduction(process_group)
+    # a rank may hold no points: it learns o from the others (ntkcore.distributed.shards)
+    x = prepare_shard(lin, x, reduction, "fit_hyperparameters' input validation")
     error: Exception | None = None
     try:
-        x = lin.prepare_inputs(x)
         y = _validate_targets(lin, x, y)
     except Exception as err:  # every rank must learn of it (no-op on one process)
         error = err
@@ -111,13 +113,10 @@ def fit_hyperparameters(
             idx = idx[mine] - offset
         idx = idx.to(x.device)
         x, y = x[idx], y[idx]
-    if x.shape[0] == 0:  # a rank none of whose points were drawn
-        r = torch.zeros(0, dtype=torch.float64, device=lin.device)
-        jac = torch.zeros(0, lin.num_params, dtype=torch.float64, device=lin.device)
-    else:
-        resid = (y - lin(x)) if mean == "network" else y
-        r = resid.reshape(-1).to(torch.float64)
-        jac = lin.jacobian(x).reshape(-1, lin.num_params).to(torch.float64)
+    # a rank with no points, or none of whose points were drawn: empty rows (prepare_batch)
+    resid = (y - lin(x)) if mean == "network" else y
+    r = resid.reshape(-1).to(torch.float64)
+    jac = lin.jacobian(x).reshape(-1, lin.num_params).to(torch.float64)
     spectral, _, _ = spectrum_over_shards(jac, r, reduction)
     if noise_variance is None and not reduction.distributed:
         sigma2_init = max(0.1 * float(r.var()) if r.numel() > 1 else 1.0, 10 * floor)

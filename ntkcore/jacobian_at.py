@@ -100,7 +100,9 @@ class JacobianAt:
         t0 = time.perf_counter()
         lin = linearization
         self.linearization = lin
-        self.x: Tensor = lin.prepare_inputs(x)
+        # an empty x once o is known: a rank with no points of a sharded data set, whose
+        # products are then empty (J v: (k, 0, o); Jᵀu: zeros) through the uncached path
+        self.x: Tensor = lin.prepare_batch(x)
         self.n: int = self.x.shape[0]
         self.o: int = lin.output_dim(self.x)
         per_point = lin.saved_bytes_per_point(self.x)

@@ -135,11 +135,30 @@ class Linearization:
         return self.layout.unflatten(vector)
 
     def output_dim(self, x: Tensor) -> int:
-        """o, the number of outputs per data point (evaluates one point if unknown)."""
+        """o, the number of outputs per data point (evaluates one point if unknown; an
+        empty ``x`` then raises ``ValueError``)."""
         if self._output_dim is None:
             self(self.prepare_inputs(x)[:1])
         assert self._output_dim is not None
         return self._output_dim
+
+    def set_output_dim(self, o: int) -> None:
+        """Record o without a forward pass: what a rank whose data shard holds no points
+        learns from the ranks that hold some (:mod:`ntkcore.distributed`). Products then
+        accept an empty batch (:meth:`prepare_batch`).
+
+        Raises
+        ------
+        ValueError
+            ``o`` is not a positive int, or contradicts the o measured on this network.
+        """
+        if isinstance(o, bool) or not isinstance(o, int) or o < 1:
+            raise ValueError(f"the number of outputs must be a positive int, got {o!r}")
+        if self._output_dim is not None and self._output_dim != o:
+            raise ValueError(
+                f"the network has {self._output_dim} outputs per point here, not {o}"
+            )
+        self._output_dim = o
 
     def to_dtype(self, dtype: torch.dtype) -> Linearization:
         """This linearization at the same θ in another floating dtype.
@@ -204,14 +223,14 @@ class Linearization:
             )
         return out.reshape(out.shape[0], -1)
 
-    def prepare_inputs(self, x: Tensor) -> Tensor:
+    def prepare_inputs(self, x: Tensor, *, allow_empty: bool = False) -> Tensor:
         """Validate inputs and move them to the network's device and (floating) dtype.
 
-        Raises ``ValueError`` for a missing batch dimension, an empty batch or non-finite
-        values.
+        Raises ``ValueError`` for a missing batch dimension, non-finite values or (unless
+        ``allow_empty``) an empty batch.
         """
         x = as_real_tensor(x, "x")
-        if x.dim() == 0 or x.shape[0] == 0:
+        if x.dim() == 0 or (x.shape[0] == 0 and not allow_empty):
             raise ValueError(
                 f"x must have a leading batch dimension with at least one point, got shape "
                 f"{tuple(x.shape)}"
@@ -223,6 +242,16 @@ class Linearization:
         else:
             x = x.to(device=self.device)
         return x
+
+    def prepare_batch(self, x: Tensor) -> Tensor:
+        """:meth:`prepare_inputs` for the products: an empty batch (0, *input_shape) is
+        accepted once o is known (it sets the shape of what they return: f(x) is (0, o),
+        J v is (k, 0, o), Jᵀu is 0 in R^p) — a rank holding no points of a sharded data
+        set (:mod:`ntkcore.distributed`) or no test points."""
+        return self.prepare_inputs(x, allow_empty=self._output_dim is not None)
+
+    def _empty(self, *shape: int) -> Tensor:
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _chunks(self, n: int, chunk: int | None) -> list[slice]:
         return chunk_slices(n, chunk)
@@ -248,6 +277,8 @@ class Linearization:
         (``chunk_size=None``) and of :class:`~ntkcore.jacobian_at.JacobianAt` caches.
         """
         key = (tuple(x.shape[1:]), x.dtype)
+        if x.shape[0] == 0 and key not in self._saved_bytes:
+            return 1  # nothing to measure on an empty batch, and nothing to hold
         if key not in self._saved_bytes:
             xs = x[:2]
             theta = {k: t.detach().requires_grad_(True) for k, t in self._theta.items()}
@@ -324,7 +355,9 @@ class Linearization:
     # ------------------------------------------------------------------ products
     def __call__(self, x: Tensor) -> Tensor:
         """f(x; θ), shape (n, o)."""
-        x = self.prepare_inputs(x)
+        x = self.prepare_batch(x)
+        if x.shape[0] == 0:  # o is known (prepare_batch)
+            return self._empty(0, self.output_dim(x))
         outs = []
         with torch.no_grad():
             for s in self._chunks(x.shape[0], self.chunk_size):
@@ -350,9 +383,11 @@ class Linearization:
         Tensor
             Shape ``(n, o)``, or ``(k, n, o)`` for a batch of vectors.
         """
-        x = self.prepare_inputs(x)
+        x = self.prepare_batch(x)
         v = self._prepare_vectors(v, "v", (self.num_params,))
         batched = v.dim() == 2
+        if x.shape[0] == 0:
+            return self._empty(*v.shape[:-1], 0, self.output_dim(x))
         tangents = self.layout.unflatten(v)  # each: (k, *shape) or (*shape)
 
         def single(xc: Tensor, t: Mapping[str, Tensor]) -> Tensor:
@@ -386,10 +421,12 @@ class Linearization:
         Tensor
             Shape ``(p,)``, or ``(k, p)`` for a batch.
         """
-        x = self.prepare_inputs(x)
+        x = self.prepare_batch(x)
         n = x.shape[0]
         o = self.output_dim(x)
         u = self._prepare_vectors(u, "u", (n, o))
+        if n == 0:  # an empty sum
+            return self._empty(*u.shape[:-2], self.num_params)
         batched = u.dim() == 3
         # The CPU path below runs one vector at a time through a shared forward pass.
         k = u.shape[0] if batched and self.device.type != "cpu" else 1
@@ -478,7 +515,7 @@ class Linearization:
         reduces over parameters can skip the concatenation into (c, o, p): 0.083 s of the
         0.33 s for 400 faces through a p = 125,693 LeNet-3 (one CPU thread).
         """
-        x = self.prepare_inputs(x)
+        x = self.prepare_batch(x)
         n = x.shape[0]
         o = self.output_dim(x)
         columns = self.layout.slices()
@@ -493,7 +530,7 @@ class Linearization:
         ``rows`` is the slice of data points the block covers. Peak memory is one block
         (``chunk_size`` points, or at most 256 MiB of rows when ``chunk_size`` is None).
         """
-        x = self.prepare_inputs(x)
+        x = self.prepare_batch(x)
         n = x.shape[0]
         o = self.output_dim(x)
         for s in self._chunks(n, self._jacobian_chunk_size(n, o)):
@@ -501,8 +538,11 @@ class Linearization:
 
     def jacobian(self, x: Tensor) -> Tensor:
         """The explicit Jacobian, shape (n, o, p), computed in chunks of data points."""
-        x = self.prepare_inputs(x)
-        return torch.cat([b for _, b in self.jacobian_blocks(x)], dim=0)
+        x = self.prepare_batch(x)
+        blocks = [b for _, b in self.jacobian_blocks(x)]
+        if not blocks:
+            return self._empty(0, self.output_dim(x), self.num_params)
+        return torch.cat(blocks, dim=0)
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None) -> Tensor:
         """The explicit finite NTK J(x1) J(x2)ᵀ, shape (n1·o, n2·o), sample-major.
@@ -591,7 +631,7 @@ def _all_finite(t: Tensor) -> bool:
 
 def chunk_slices(n: int, chunk: int | None) -> list[slice]:
     """Consecutive slices of at most ``chunk`` items covering ``range(n)`` (all if None)."""
-    c = n if chunk is None else chunk
+    c = max(1, n if chunk is None else chunk)
     return [slice(i, min(i + c, n)) for i in range(0, n, c)]
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ntkcore.distributed.reduction import LOCAL, DataReduction
+from ntkcore.distributed.shards import prepare_shard
 from ntkcore.jacobian_at import CACHES
 from ntkcore.linearization import Linearization, as_linearization, as_real_tensor
 from ntkcore.memory import available_memory as _free_memory
@@ -266,8 +267,8 @@ class Posterior:
             A posterior fitted on data sharded across a process group predicts each
             rank's own ``x`` locally from the replicated w̄ and factor; only that block CG
             needs the (sharded) training products, and then ``predict`` is collective:
-            every rank of the group must call it (with its own test points, any number
-            >= 1) with the same ``variance``.
+            every rank of the group must call it (with its own test points, any number,
+            0 included) with the same ``variance``.
 
         Returns
         -------
@@ -298,7 +299,7 @@ class Posterior:
                 f"variance must be True, False or one of {VARIANCE_MODES}, got {variance!r}"
             )
         lin = self.linearization
-        x = lin.prepare_inputs(x)
+        x = lin.prepare_batch(x)  # o is known: m = 0 test points give (0, o) tensors
         prior_mean = lin(x) if self.mean_type == "network" else None
         w = self.weights
         diagnostics: dict[str, Any] = {"variance_mode": mode or None}
@@ -360,7 +361,8 @@ class Posterior:
                     products += out.products
                     converged = converged and out.converged
                 variances.append(v.reshape(c, o))
-            mean = torch.cat(means, 0)
+            empty = rows.new_zeros(0, lin.output_dim(x))  # no test points on this rank
+            mean = torch.cat(means, 0) if means else empty
             diagnostics.update(
                 self._variance_diagnostics(
                     mode, correct, errors, iterations, products, converged,
@@ -368,7 +370,9 @@ class Posterior:
                 )
             )
         out_mean = mean if prior_mean is None else mean + prior_mean.to(_F64)
-        out_var = torch.cat(variances, 0) if mode is not False else None
+        out_var = None
+        if mode is not False:
+            out_var = torch.cat(variances, 0) if variances else empty
         dtype = lin.dtype
         return Prediction(
             mean=out_mean.to(dtype),
@@ -609,7 +613,11 @@ def adapt(
         hangs later makes the others raise
         :class:`~ntkcore.distributed.DistributedError` after the group's timeout.
         ``log_marginal_likelihood()`` and accurate-variance ``predict`` are collective
-        too. ``None``: one process.
+        too. A rank's shard may be empty (shape (0, *input_shape), targets (0, o) or
+        (0,)) as long as some rank holds a point: it takes part in every collective and
+        gets the same posterior (:mod:`ntkcore.distributed.shards`); every shard empty is
+        a ``ValueError`` on every rank, as an empty ``x`` is on one process. ``None``:
+        one process.
     stream : int, optional
         Points per shard streamed through the device (:mod:`ntkcore.distributed.stream`):
         ``x`` stays where it is (host memory, or a tensor over a ``numpy`` memory map of a
@@ -664,15 +672,11 @@ def adapt(
             raise ValueError("stream does not support fisher='fd' (use fisher='exact')")
 
     t0 = time.perf_counter()
+    # a rank may hold no points (0 of n): it learns o from the others and joins every
+    # collective with empty sums (ntkcore.distributed.shards)
+    x = prepare_shard(lin, x, reduction, "adapt's input validation", on_device=stream is None)
     error: Exception | None = None
     try:
-        if stream is None:
-            x = lin.prepare_inputs(x)
-        else:  # x stays off the device; shards are validated as they are moved
-            x = as_real_tensor(x, "x")
-            if x.dim() == 0 or x.shape[0] == 0:
-                raise ValueError(f"x must have at least one point, got shape {tuple(x.shape)}")
-            lin.output_dim(lin.prepare_inputs(x[:1]))
         y = _validate_targets(lin, x, y)
     except Exception as err:  # every rank must learn of it (no-op on one process)
         error = err

@@ -397,3 +397,221 @@ def test_stream_rejects_bad_options():
         ntkcore.adapt(model, x, y, noise_variance=SIGMA2, stream=0)
     with pytest.raises(ValueError, match="fisher='fd'"):
         ntkcore.adapt(model, x, y, noise_variance=SIGMA2, stream=4, fisher="fd")
+
+
+# ----------------------------------------------------------------------------- empty shards
+# Ranks holding no training points (and some no test points): they join every collective
+# with empty sums and learn o from the others. Train / test splits per world size; the
+# 3-rank split of problem B leaves two ranks empty.
+EMPTY_SPLITS = {
+    2: {"A": ([0, 23], [0, 9]), "B": ([40, 0], [3, 4])},
+    3: {"A": ([12, 0, 11], [5, 0, 4]), "B": ([0, 25, 15], [2, 0, 5])},
+}
+EMPTY_STRATEGIES = ("dense", "function", "parameter", "auto")
+
+
+def _v(model: nn.Module) -> torch.Tensor:
+    return torch.randn(3, sum(p.numel() for p in model.parameters()), dtype=F64,
+                       generator=torch.Generator().manual_seed(5))
+
+
+def _with_empty_shards(rank: int, world: int) -> dict:
+    """Runs in each spawned rank: every strategy, both variance modes, the LML, streamed
+    shards, fd Fisher products in the solve, block-CG variances, Fisher-vector products
+    (exact, fd, fd with eps='auto') and hyperparameters, with empty ranks."""
+    group = torch.distributed.group.WORLD
+    out: dict = {}
+    for name in PROBLEMS:
+        model, x, y, xt = _problem(name)
+        sizes, test_sizes = EMPTY_SPLITS[world][name]
+        xs, ys, xts = _shard(x, sizes, rank), _shard(y, sizes, rank), _shard(xt, test_sizes, rank)
+        for strategy in EMPTY_STRATEGIES:
+            post = ntkcore.adapt(model, xs, ys, **_adapt_kwargs(strategy), process_group=group)
+            pred = post.predict(xts)
+            fast = post.predict(xts, variance="fast")
+            out[name, strategy] = dict(
+                weights=post.weights, mean=pred.mean, variance=pred.variance,
+                fast=fast.variance, lml=post.log_marginal_likelihood(),
+                n=post.diagnostics["n"], local_n=post.diagnostics["local_n"],
+                strategy=post.diagnostics["strategy"], exact=post.diagnostics["exact_variance"],
+            )
+        post = ntkcore.adapt(model, xs, ys, **_adapt_kwargs("parameter"), stream=4,
+                             process_group=group)
+        out[name, "streamed"] = dict(weights=post.weights, mean=post.predict(xts).mean)
+        post = ntkcore.adapt(model, xs, ys, noise_variance=SIGMA2, prior_variance=S2,
+                             strategy="parameter", fisher="fd", tol=1e-12, max_iter=500,
+                             process_group=group)
+        out[name, "fd-solve"] = dict(weights=post.weights, residual=post.diagnostics["residual"])
+        post = ntkcore.adapt(model, xs, ys, **_adapt_kwargs("parameter"), rank=4,
+                             variance_rtol=1e-10, process_group=group)
+        pred = post.predict(xts)
+        out[name, "corrected"] = dict(mean=pred.mean, variance=pred.variance,
+                                      method=pred.diagnostics["variance_method"],
+                                      exact=post.diagnostics["exact_variance"])
+        v = _v(model)
+        fisher = {m: ntkcore.fisher_vp(model, xs, v, method=m, process_group=group)
+                  for m in ("exact", "fd")}
+        fisher["auto"] = ntkcore.fisher_vp(model, xs, v, method="fd", eps="auto",
+                                           process_group=group)
+        probe = v[int(v.norm(dim=-1).argmax())]
+        fisher["eps"] = ntkcore.calibrate_eps(model, xs, probe=probe, process_group=group).eps
+        fisher["at_eps"] = ntkcore.fisher_vp(model, xs, v, method="fd", eps=fisher["eps"],
+                                             process_group=group)
+        out[name, "fisher"] = fisher
+        fit = ntkcore.fit_hyperparameters(model, xs, ys, process_group=group)
+        out[name, "hyper"] = (fit.noise_variance, fit.prior_variance, fit.log_marginal_likelihood)
+    return out
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2-ranks", "3-ranks"])
+def empty_runs(request):
+    world = request.param
+    outcomes = run_local(_with_empty_shards, world, timeout_s=300, collective_timeout_s=60)
+    for o in outcomes:
+        assert o.ok, f"rank {o.rank}: {o.error}\n{o.traceback}"
+    return world, [o.value for o in outcomes]
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+@pytest.mark.parametrize("strategy", EMPTY_STRATEGIES)
+def test_empty_shards_match_single_process(empty_runs, name, strategy):
+    """Weights to 1e-10 of single-process float64 ``adapt``, predictive means and
+    variances (accurate and fast: the basis spans) to 1e-10 of it and 1e-9 of the dense GP
+    formula, the LML to 1e-10 of the formula; the empty ranks predict (0, o)."""
+    world, results = empty_runs
+    model, x, y, xt = _problem(name)
+    sizes, test_sizes = EMPTY_SPLITS[world][name]
+    assert 0 in sizes
+    ref = ntkcore.adapt(model, x, y, **_adapt_kwargs(strategy))
+    ref_pred = ref.predict(xt)
+    dense = _dense_reference(model, x, y, xt)
+    o = y.shape[1]
+    for rank, res in enumerate(results):
+        got = res[name, strategy]
+        assert got["n"] == x.shape[0] and got["local_n"] == sizes[rank]
+        assert got["strategy"] == ref.diagnostics["strategy"]
+        assert got["exact"]
+        assert got["mean"].shape == got["variance"].shape == (test_sizes[rank], o)
+        assert _close(got["weights"], ref.weights, RTOL), (rank, "weights")
+        assert torch.equal(got["weights"], results[0][name, strategy]["weights"])
+        assert abs(got["lml"] - dense["lml"]) <= RTOL * abs(dense["lml"]), rank
+    for key in ("mean", "variance", "fast"):
+        got = torch.cat([r[name, strategy][key] for r in results])
+        want = ref_pred.mean if key == "mean" else ref_pred.variance
+        assert _close(got, want, RTOL), key
+        assert _close(got, dense["mean" if key == "mean" else "variance"], 1e-9), key
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_empty_shards_streamed_fd_solve_and_corrected_variances(empty_runs, name):
+    """Streamed shards (1e-10), the weight-space solve on fd Fisher products refined on
+    the exact residual (1e-8 of the exact weights: the refinement's tol is 1e-12), and
+    block-CG variances of a rank-4 basis (1e-8 of the dense formula, variance_rtol 1e-10),
+    the empty ranks taking part in every collective."""
+    world, results = empty_runs
+    model, x, y, xt = _problem(name)
+    ref = ntkcore.adapt(model, x, y, **_adapt_kwargs("dense"))
+    dense = _dense_reference(model, x, y, xt)
+    for res in results:
+        assert _close(res[name, "streamed"]["weights"], ref.weights, RTOL)
+        assert res[name, "fd-solve"]["residual"] <= 1e-12
+        assert _close(res[name, "fd-solve"]["weights"], ref.weights, 1e-8)
+        assert not res[name, "corrected"]["exact"]
+        assert res[name, "corrected"]["method"] == "block-cg"
+    assert _close(torch.cat([r[name, "streamed"]["mean"] for r in results]), dense["mean"],
+                  1e-9)
+    assert _close(torch.cat([r[name, "corrected"]["mean"] for r in results]), dense["mean"],
+                  1e-9)
+    assert _close(torch.cat([r[name, "corrected"]["variance"] for r in results]),
+                  dense["variance"], 1e-8)
+
+
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_empty_shards_fisher_products_and_hyperparameters(empty_runs, name):
+    """Fisher-vector products with empty ranks against one process: exact to 1e-10 of the
+    concatenated data (and of the explicit JᵀJ v / n). ``eps="auto"`` chooses the step one
+    process chooses on the concatenated data, exactly (==) and on every rank, and its
+    products are those at that step bit for bit.
+
+    fd products at a given step: 1e-12 of one process's products on the same shards
+    (Σ_r (n_r/n) F_r v: the same forward passes, only the sum's order differs), 1e-7 of
+    one process on the concatenated data. Not tighter: (f(θ + εv) − f(θ))/ε amplifies the
+    batch-size-dependent rounding of the forward passes by ~1/ε — problem B split
+    25 + 15 instead of 40 moves the products by 6.4e-10 at the default step and 6.1e-9 at
+    the calibrated one (5.4e-9) on one process, without any process group."""
+    world, results = empty_runs
+    model, x, y, _ = _problem(name)
+    sizes, _ = EMPTY_SPLITS[world][name]
+    v = _v(model)
+    lin = ntkcore.Linearization(model)
+    j = lin.jacobian(x).reshape(-1, lin.num_params)
+    probe = v[int(v.norm(dim=-1).argmax())]
+    eps = ntkcore.calibrate_eps(model, x, probe=probe).eps
+    auto = ntkcore.fisher_vp(model, x, v, method="fd", eps="auto")
+    assert torch.equal(auto, ntkcore.fisher_vp(model, x, v, method="fd", eps=eps))
+
+    def on_shards(step):  # one process, shard by shard: Σ_r (n_r / n) F_r v
+        return sum(ntkcore.fisher_vp(model, _shard(x, sizes, r), v, method="fd", eps=step)
+                   * (size / x.shape[0]) for r, size in enumerate(sizes) if size)
+
+    default_shards, auto_shards = on_shards(None), on_shards(eps)
+    for res in results:
+        got = res[name, "fisher"]
+        assert _close(got["exact"], ntkcore.fisher_vp(model, x, v, method="exact"), RTOL)
+        assert _close(got["exact"], (v @ j.mT @ j) / x.shape[0], RTOL)
+        assert _close(got["fd"], default_shards, 1e-12)
+        assert _close(got["fd"], ntkcore.fisher_vp(model, x, v, method="fd"), 1e-7)
+        assert got["eps"] == eps
+        assert torch.equal(got["auto"], got["at_eps"])
+        assert _close(got["auto"], auto_shards, 1e-12)
+        assert _close(got["auto"], auto, 1e-7)
+    fit = ntkcore.fit_hyperparameters(model, x, y)
+    for res in results:
+        sigma2, s2, lml = res[name, "hyper"]
+        assert abs(lml - fit.log_marginal_likelihood) <= 1e-8 * abs(fit.log_marginal_likelihood)
+        assert sigma2 == pytest.approx(fit.noise_variance, rel=1e-5)
+        assert s2 == pytest.approx(fit.prior_variance, rel=1e-5)
+
+
+def _all_ranks_empty(rank: int, world: int) -> list[str]:
+    model, x, y, _ = _problem("A")
+    group = torch.distributed.group.WORLD
+    calls = {
+        "adapt": lambda: ntkcore.adapt(model, x[:0], y[:0], noise_variance=SIGMA2,
+                                       process_group=group),
+        "streamed": lambda: ntkcore.adapt(model, x[:0], y[:0], noise_variance=SIGMA2,
+                                          stream=4, process_group=group),
+        "fisher_vp": lambda: ntkcore.fisher_vp(model, x[:0], _v(model), eps="auto",
+                                               process_group=group),
+        "hyper": lambda: ntkcore.fit_hyperparameters(model, x[:0], y[:0], process_group=group),
+    }
+    errors = []
+    for what, call in calls.items():
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001 — the test checks the type
+            errors.append(f"{what}: {type(err).__name__}: {err}")
+        else:
+            errors.append(f"{what}: no error")
+    return errors
+
+
+def test_all_ranks_empty_raises_on_every_rank():
+    outcomes = run_local(_all_ranks_empty, 2, timeout_s=120, collective_timeout_s=20)
+    for o in outcomes:
+        assert o.ok, o.error
+        assert len(o.value) == 4
+        for line in o.value:
+            assert "ValueError" in line and "every shard is empty" in line, line
+
+
+def test_one_process_empty_x_is_an_error_and_empty_test_points_predict_nothing():
+    model, x, y, xt = _problem("A")
+    for stream in (None, 4):
+        with pytest.raises(ValueError, match="at least one point"):
+            ntkcore.adapt(model, x[:0], y[:0], noise_variance=SIGMA2, stream=stream)
+    with pytest.raises(ValueError, match="at least one point"):
+        ntkcore.fisher_vp(model, x[:0], _v(model))
+    post = ntkcore.adapt(model, x, y, **_adapt_kwargs("dense"))
+    pred = post.predict(xt[:0])
+    assert pred.mean.shape == pred.variance.shape == (0, 2)

@@ -8,8 +8,10 @@ data points that inference needs goes through one reduction hook,
   the posterior on every rank equals ``adapt`` on the concatenated shards (to the
   solver's tolerance). Weight-space CG costs one all-reduce of k p-vectors per product
   (k = 1 in CG): 4p bytes per iteration in float32, 8p in float64.
-* ``post.predict(x_test_shard)`` — each rank its own test points (collective only when
-  accurate variances need block-CG corrections);
+* a shard may be empty (more ranks than points, uneven splits) as long as some rank
+  holds a point (:mod:`ntkcore.distributed.shards`);
+* ``post.predict(x_test_shard)`` — each rank its own test points, possibly none
+  (collective only when accurate variances need block-CG corrections);
 * ``post.log_marginal_likelihood()``, ``ntkcore.fisher_vp(..., process_group=group)`` and
   ``ntkcore.fit_hyperparameters(..., process_group=group)`` — collective as well.
 

@@ -191,6 +191,46 @@ class DataReduction:
         )
         return [p.cpu().tolist() for p in parts]
 
+    def shared_int(self, value: int | None, what: str) -> int:
+        """The non-negative int that the ranks holding one agree on (``None``: this rank has
+        none, e.g. the outputs per point of a rank whose data shard is empty).
+
+        Collective; every rank returns the same value or raises the same ``ValueError``
+        (no rank has one, or two ranks disagree).
+        """
+        if value is not None and (isinstance(value, bool) or value < 0):
+            raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+        values = [v[0] for v in self.gather_ints([-1 if value is None else int(value)], what)]
+        known = sorted({v for v in values if v >= 0})
+        if not known:
+            raise ValueError(
+                f"{what}: no rank of the {self.world_size} holds a data point (every shard "
+                "is empty); at least one point is needed"
+                if self.distributed
+                else f"{what} is unknown: x holds no points"
+            )
+        if len(known) > 1:
+            raise ValueError(
+                f"the ranks disagree on {what}: "
+                + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values) if v >= 0)
+            )
+        return known[0]
+
+    def broadcast_(self, tensor: Tensor, src: int = 0, what: str = "values") -> Tensor:
+        """Rank ``src``'s ``tensor`` on every rank, in place (returned); the other ranks
+        pass a tensor of the same shape and dtype."""
+        if not self.distributed:
+            return tensor
+        if not tensor.is_contiguous():
+            raise ValueError("DataReduction.broadcast_ needs a contiguous tensor")
+        dist = _dist()
+        self._collective(
+            f"broadcast ({what}, shape {tuple(tensor.shape)})",
+            lambda: dist.broadcast(tensor, group_src=src, group=self.group),
+            tensor.numel() * tensor.element_size(),
+        )
+        return tensor
+
     def gather_rows(self, tensor: Tensor, what: str = "rows") -> Tensor:
         """The concatenation over ranks (in rank order) of ``tensor`` along dim 0; the row
         counts may differ between ranks (other dimensions must agree)."""

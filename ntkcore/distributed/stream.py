@@ -52,9 +52,12 @@ class StreamedJacobian:
         self.linearization = linearization
         self.x = x
         self.n = int(x.shape[0])
+        # x[:1] is empty on a rank that holds no points: o was then learned from the
+        # others (Linearization.set_output_dim), and the one shard is empty (every product
+        # of an empty batch is empty or zero: Linearization.prepare_batch)
         self.o = linearization.output_dim(self._load(slice(0, 1)))
         self.shard_points = shard_points
-        self._slices = chunk_slices(self.n, shard_points)
+        self._slices = chunk_slices(self.n, shard_points) or [slice(0, 0)]
         self.cache = "streamed"
         self.cache_reason = (
             f"x streamed to {linearization.device} in {len(self._slices)} shards of <= "
@@ -65,7 +68,7 @@ class StreamedJacobian:
         self.setup_seconds = time.perf_counter() - t0
 
     def _load(self, s: slice) -> Tensor:
-        return self.linearization.prepare_inputs(self.x[s])
+        return self.linearization.prepare_batch(self.x[s])
 
     def with_linearization(self, linearization: Linearization) -> StreamedJacobian:
         """The same stream for another linearization of the network (a float64 twin)."""

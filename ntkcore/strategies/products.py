@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ntkcore.distributed.reduction import LOCAL, DataReduction
-from ntkcore.fisher import fisher_vp
+from ntkcore.fisher import fisher_sum_vp
 from ntkcore.jacobian_at import JacobianAt
 from ntkcore.linearization import Linearization
 
@@ -120,5 +120,6 @@ class TrainingProducts:
 
     def fisher_gram(self, v: Tensor) -> Tensor:
         """JᵀJ V = n F V with F by finite differences of the KL (Eq. 5), (p, k) -> (p, k)."""
-        local = self.n * fisher_vp(self.at_x, None, v.mT, likelihood="gaussian", method="fd")
+        # Σ over this shard's points (zeros for a shard without points), then over ranks
+        local = fisher_sum_vp(self.at_x, v.mT, likelihood="gaussian", method="fd")
         return self.reduction.sum_(local.contiguous(), "Fisher products").mT
