@@ -12,7 +12,8 @@ through Playwright) to time, with every zoo model cached:
   page before (its HTTP and code caches warm: a reload, a returning user). Goal: within 3 s.
   ``adapt load, cold browser``: the same in a fresh browser profile (a first visit: the
   browser fetches and compiles Streamlit's and Plotly's JavaScript, 4.6 MB for Plotly), also
-  timed from the browser's ``DOMContentLoaded`` (the document parsed) instead of navigation.
+  timed on the browser's clock from the document's ``DOMContentLoaded`` and from the end of
+  its load event to the moment the figure was first seen (page load, read two ways).
 * ``floor``: a one-figure Streamlit app (``FLOOR_APP``) in a fresh browser profile: what
   Streamlit and Plotly alone cost on this machine, the bound under any cold page load.
 * ``adapt slider``: on that page, one step of the "Context points" slider (arrow key) until
@@ -59,7 +60,8 @@ GOALS_S = {
     "default view": 10.0,
     "adapt load": 3.0,
     "adapt load, cold browser": 3.0,
-    "adapt load, cold browser, after DOMContentLoaded": 3.0,
+    "adapt load, cold browser, figure after domcontentloaded": 3.0,
+    "adapt load, cold browser, figure after load": 3.0,
     "adapt slider": 1.0,
     "floor": 3.0,
 }
@@ -135,11 +137,12 @@ def measure(url: str, repeats: int) -> dict[str, list[float]]:
                 phases: dict[str, float] = {}
                 seconds = timed_load(browser, f"{url}/?{query}", phases=phases)
                 _record(out, f"adapt load, cold browser: {dataset} / {arch}", seconds)
-                _record(
-                    out,
-                    f"adapt load, cold browser, after DOMContentLoaded: {dataset} / {arch}",
-                    seconds - phases["domcontentloaded"],
-                )
+                for event in ("domcontentloaded", "load"):  # the browser's clock
+                    _record(
+                        out,
+                        f"adapt load, cold browser, figure after {event}: {dataset} / {arch}",
+                        phases["drawn"] - phases[event],
+                    )
             context = browser.new_context(viewport={"width": 1400, "height": 1500})
             page = context.new_page()
             for i in range(repeats + 1):  # the first load fills the browser's cache

@@ -30,6 +30,13 @@ SNAPSHOT = """() => {
       ends((t.marker || {}).color)])) +
     JSON.stringify(((g.layout || {}).annotations || []).map(a => a.text))).join('|');
 }"""
+#: JavaScript: seconds from navigation start (the browser's clock) to now, to the document's
+#: DOMContentLoaded and to the end of its load event.
+NAVIGATION_PHASES = """() => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  return {drawn: performance.now() / 1000, domcontentloaded: nav.domContentLoadedEventEnd / 1000,
+          load: nav.loadEventEnd / 1000};
+}"""
 #: A figure drawn by Plotly (its SVG is laid out).
 FIGURE = ".js-plotly-plot .main-svg"
 TIMEOUT_S = 300.0
@@ -81,18 +88,20 @@ def timed_load(
 ) -> float:
     """Seconds from opening ``url`` in a fresh session until its first figure is drawn (or,
     ``figure=False``, until the page's first run has ended). ``phases``, when given, receives
-    ``"domcontentloaded"``: the seconds until the HTML document was parsed."""
+    the browser's own clock (seconds from navigation start, ``performance``):
+    ``"domcontentloaded"`` (the HTML document parsed), ``"load"`` (its load event ended) and
+    ``"drawn"`` (when the figure, or the heading, was first seen)."""
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     try:
         page = context.new_page()
         t0 = time.perf_counter()
         page.goto(url, wait_until="domcontentloaded")
-        if phases is not None:
-            phases["domcontentloaded"] = time.perf_counter() - t0
         if figure:
             page.wait_for_selector(FIGURE, state="visible", timeout=1000 * TIMEOUT_S)
         else:
             page.wait_for_selector('[data-testid="stHeading"]', timeout=1000 * TIMEOUT_S)
+        if phases is not None:
+            phases.update(page.evaluate(NAVIGATION_PHASES))
         wait_idle(page)
         return time.perf_counter() - t0
     finally:

@@ -8,6 +8,12 @@
 #   DEVICE=cpu bash benchmarks/gpu_check.sh      # dry run of the same steps on a CPU
 #   STEPS="pytest fisher" bash benchmarks/gpu_check.sh   # only some steps
 #   STEPS="experiments" bash benchmarks/gpu_check.sh     # the library's timing experiments
+#   STEPS="torchrun-nccl streaming-goal similarity-full" bash benchmarks/gpu_check.sh
+#   STEPS="classification-full" bash benchmarks/gpu_check.sh
+#       what the open issues still need a GPU for: issue 13's NCCL path (torchrun on every
+#       GPU against the exact one-process posterior) and streaming goal (n = 10⁶, p = 803,601,
+#       ≤ 2 min); issue 9's full presets (Jacobian similarity: 25 seeds × 3 data sets, 2,000
+#       probes; classification: PreResNet-20/56/110). Each fits one device call.
 #
 # Each step has its own timeout so one slow step cannot starve the others; the defaults
 # add up to 660 s (one device call may run 600 s: run the steps in two calls, or lower
@@ -68,7 +74,26 @@ if [[ "$DEVICE" == cuda ]]; then
             --widths 20 63 200 632 --budget-s 60 --out '$OUT/timing-p.csv'
         $PY -m ntkcore.experiments fisher-products --preset full --device cuda --quiet \
             --out '$OUT/fisher-products.csv'"
+    NGPU="$(nvidia-smi -L 2>/dev/null | wc -l)"
+    step torchrun-nccl "${NCCL_TIMEOUT:-120}" "$PY" benchmarks/torchrun_check.py \
+        --backend nccl --nproc "${NGPU:-1}" --out "$OUT/torchrun-nccl.json"
+    step streaming-goal "${STREAMING_TIMEOUT:-200}" "$PY" benchmarks/streaming.py --device cuda \
+        --n 1000000 --widths 5,200,2000,200,1 --stream 100000 --tol 1e-3 --threads 8 \
+        --out "$OUT/streaming-cuda.json"
+    step similarity-full "${SIMILARITY_TIMEOUT:-420}" "$PY" -m ntkcore.experiments \
+        jacobian-similarity --preset full --device cuda --quiet --out "$OUT/similarity-full.csv"
+    step classification-full "${CLASSIFICATION_TIMEOUT:-540}" "$PY" -m ntkcore.experiments \
+        classification --preset full --device cuda --quiet --out "$OUT/classification-full.csv"
 else
+    # dry runs of the open issues' GPU steps at CPU sizes (same commands and code paths)
+    step torchrun-nccl "${NCCL_TIMEOUT:-200}" "$PY" benchmarks/torchrun_check.py \
+        --backend gloo --nproc 2 --out "$OUT/torchrun-gloo.json"
+    step streaming-goal "${STREAMING_TIMEOUT:-200}" "$PY" benchmarks/streaming.py \
+        --n 20000 --widths 5,20,200,20,1 --stream 5000 --tol 1e-3 --out "$OUT/streaming-cpu.json"
+    step similarity-full "${SIMILARITY_TIMEOUT:-300}" "$PY" -m ntkcore.experiments \
+        jacobian-similarity --seeds 2 --n-probe 20 --quiet --out "$OUT/similarity-dry.csv"
+    step classification-full "${CLASSIFICATION_TIMEOUT:-300}" "$PY" -m ntkcore.experiments \
+        classification --quiet --out "$OUT/classification-dry.csv"
     step scaling-goal "${SCALING_TIMEOUT:-200}" "$PY" benchmarks/scaling.py --preset quick \
         --sweeps goal n --n 500 --json "$OUT/scaling-goal.json"
     step products "${PRODUCTS_TIMEOUT:-200}" "$PY" benchmarks/products.py --quick \
