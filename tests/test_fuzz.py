@@ -401,11 +401,12 @@ def test_load_model_program_json_mutations(valid_files, drawn):
     paths = _paths(program)
     for _ in range(drawn.draw(st.integers(1, 3))):
         path = drawn.draw(st.sampled_from(paths[1:]))
+        value = drawn.draw(JSON_VALUES)
         node = program
-        for key in path[:-1]:
-            node = node[key]
-        try:
-            node[path[-1]] = drawn.draw(JSON_VALUES)
+        try:  # an earlier mutation may have replaced part of this path
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
     out = io.BytesIO()
