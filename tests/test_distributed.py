@@ -224,7 +224,11 @@ def test_fisher_products_and_hyperparameters(runs, name):
     lin = ntkcore.Linearization(model)
     j = lin.jacobian(x).reshape(-1, lin.num_params)
     assert _close(results[0][name, "fisher"]["exact"], (v @ j.mT @ j) / x.shape[0], 1e-10)
-    fit = ntkcore.fit_hyperparameters(model, x, y)
+    _assert_hyperparameters_match(results, name, ntkcore.fit_hyperparameters(model, x, y))
+
+
+def _assert_hyperparameters_match(results, name, fit) -> None:
+    """Every rank's (σ², s², LML) from fit_hyperparameters(process_group=) against one process."""
     for res in results:
         sigma2, s2, lml = res[name, "hyper"]
         assert abs(lml - fit.log_marginal_likelihood) <= 1e-8 * abs(fit.log_marginal_likelihood)
@@ -565,12 +569,7 @@ def test_empty_shards_fisher_products_and_hyperparameters(empty_runs, name):
         assert torch.equal(got["auto"], got["at_eps"])
         assert _close(got["auto"], auto_shards, 1e-12)
         assert _close(got["auto"], auto, 1e-7)
-    fit = ntkcore.fit_hyperparameters(model, x, y)
-    for res in results:
-        sigma2, s2, lml = res[name, "hyper"]
-        assert abs(lml - fit.log_marginal_likelihood) <= 1e-8 * abs(fit.log_marginal_likelihood)
-        assert sigma2 == pytest.approx(fit.noise_variance, rel=1e-5)
-        assert s2 == pytest.approx(fit.prior_variance, rel=1e-5)
+    _assert_hyperparameters_match(results, name, ntkcore.fit_hyperparameters(model, x, y))
 
 
 def _all_ranks_empty(rank: int, world: int) -> list[str]:
