@@ -332,7 +332,7 @@ class TestAdaptPage:
         transform = task.meta.transform
         scale, shift = float(transform["y_std"]), float(transform["y_mean"])
         for title, m, v in zip(titles, pred.mean[:, 0], pred.variance[:, 0], strict=True):
-            shown = re.search(r"pred (-?\d+) ± (\d+)", title)
+            shown = re.search(r"pred (-?\d+)° ± (\d+)°", title)
             assert shown, title
             assert abs(int(shown[1]) - (shift + scale * float(m))) <= 0.5 + 1e-3
             assert abs(int(shown[2]) - 2 * scale * float(v) ** 0.5) <= 0.5 + 1e-3

@@ -592,7 +592,8 @@ def _figure(result: Result) -> Any:
         images = task.test[0][:count, 0].numpy()
         titles = [
             f"true {shift + scale * float(t):.0f}{degrees}<br>pred "
-            f"{shift + scale * float(m):.0f} ± {2 * scale * math.sqrt(float(v)):.0f}"
+            f"{shift + scale * float(m):.0f}{degrees} ± {2 * scale * math.sqrt(float(v)):.0f}"
+            f"{degrees}"
             for t, m, v in zip(
                 result.y_test[:count, 0], result.mean[:count, 0], result.variance[:count, 0],
                 strict=True,
