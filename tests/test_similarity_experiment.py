@@ -125,6 +125,26 @@ def test_ntk_by_class_against_dense_jacobians():
         ntk_by_class(model, x, y.double())
 
 
+def test_spectra_fall_back_to_the_top_eigenvalues_when_grams_are_not_kept(
+    ntkcore_cache, monkeypatch
+):
+    # A probe set whose Gram matrices exceed the sweep budget is compared blockwise and the
+    # Gram matrices are not kept: the spectra then hold the top 100 eigenvalues (Lanczos)
+    # instead of failing after the comparison (found with --n-probe 1000 on the CPU).
+    import ntkcore.similarity as similarity
+
+    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
+    monkeypatch.setattr(similarity, "_CPU_SWEEP_BYTES", 16 * 2**20)
+    torch.set_num_threads(1)
+    tables = jacobian_similarity(seeds=2, n_probe=20, pairs=("mnist1-mnist2",))
+    spectra = tables["spectra"]
+    counts = spectra.groupby("model").size()
+    assert len(counts) == 4 and (counts == 100).all()  # n·o = 200 rows, top 100 each
+    top = spectra[spectra["index"] == 0]["eigenvalue"]
+    assert (top > 0).all()
+    assert tables["main"]["similarity"].between(0, 1 + 1e-6).all()
+
+
 def test_options_are_validated_before_any_training():
     assert get("jacobian-similarity").function is jacobian_similarity
     for options, message in [

@@ -96,6 +96,8 @@ _PRESETS = {
     # full: the paper's 25 seeds; all 2,000 MNIST1 images (the paper: 5,000)
     "full": {"seeds": 25, "n_probe": 2000, "n_eigenvalues": 100},
 }
+#: Eigenvalues per network when all were asked for but the Gram matrices were not kept.
+_TOP_EIGENVALUES = 100
 
 
 def _parse_pairs(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -212,7 +214,9 @@ def jacobian_similarity(
     shared_init : bool
         Whether replicate i of every dataset starts from the same initialization.
     n_eigenvalues : int, optional
-        Eigenvalues per network in ``spectra`` (default by preset: all min(n·o, p) / 100).
+        Eigenvalues per network in ``spectra`` (default by preset: all min(n·o, p) / 100;
+        0: none). Without a number, all of them when the comparison kept the Gram matrices
+        (they fit in memory), else the top 100 (Lanczos).
 
     Returns
     -------
@@ -319,8 +323,9 @@ def jacobian_similarity(
             if result.grams is not None:
                 values = torch.linalg.eigvalsh(result.grams[k]).flip(0).clamp_min(0.0)
                 values = values if n_eigenvalues is None else values[:n_eigenvalues]
-            else:
-                values = ntk_eigenvalues(net.model, probes, k=n_eigenvalues)
+            else:  # the Gram matrices did not fit: the top eigenvalues by Lanczos
+                top = _TOP_EIGENVALUES if n_eigenvalues is None else n_eigenvalues
+                values = ntk_eigenvalues(net.model, probes, k=top)
             spectra.append(pd.DataFrame({
                 "model": net.name, "dataset": net.dataset, "seed": net.seed,
                 "index": np.arange(values.numel()), "eigenvalue": values.cpu().numpy(),
