@@ -37,11 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ntkcore  # noqa: E402
 from ntkcore.distributed.__main__ import random_mlp, synthetic_rows  # noqa: E402
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from ntkcore.experiments.clock import synchronize  # noqa: E402
 
 
 def main() -> None:
@@ -79,11 +75,11 @@ def main() -> None:
             model, x_disk, y_t, noise_variance=args.noise_variance, strategy="parameter",
             stream=args.stream, max_rank=args.max_rank, tol=args.tol, variance=args.variance,
         )
-        _synchronize(device)
+        synchronize(device)
         fit = time.perf_counter() - t0
         t0 = time.perf_counter()
         pred = post.predict(torch.as_tensor(xt, dtype=torch.float32, device=device))
-        _synchronize(device)
+        synchronize(device)
         predict = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     d = post.diagnostics

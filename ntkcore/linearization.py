@@ -530,11 +530,8 @@ class Linearization:
         ``rows`` is the slice of data points the block covers. Peak memory is one block
         (``chunk_size`` points, or at most 256 MiB of rows when ``chunk_size`` is None).
         """
-        x = self.prepare_batch(x)
-        n = x.shape[0]
-        o = self.output_dim(x)
-        for s in self._chunks(n, self._jacobian_chunk_size(n, o)):
-            yield s, self._jacobian_block(x[s])
+        for s, parts in self.jacobian_parts(x):
+            yield s, torch.cat([t for _, t in parts], dim=-1)
 
     def jacobian(self, x: Tensor) -> Tensor:
         """The explicit Jacobian, shape (n, o, p), computed in chunks of data points."""

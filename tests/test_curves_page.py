@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from app.compute import RESULTS
 from app.uploads import EXAMPLE_CSV, UserData
 from ntkcore.experiments import fast_adaptation as experiment
 from tests.apptest_helpers import reproduce_snippets
@@ -34,14 +32,7 @@ TINY = {"methods": ("ntk", "no-retrain"), "context_sizes": (5, 10), "tasks": (0,
 RUN_TIMEOUT = 300.0
 
 
-@pytest.fixture(autouse=True)
-def _environment(ntkcore_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("NTKCORE_CACHE", str(ntkcore_cache))
-    threads = torch.get_num_threads()
-    RESULTS.clear()
-    yield
-    RESULTS.clear()
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("app_run_environment")  # tests/conftest.py
 
 
 #: The library's function (tests patch the module's name to count the page's calls).
